@@ -1,0 +1,35 @@
+"""Sessions: tests, lint (ruff), typecheck (mypy --strict), examples."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck", "examples"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+@nox.session(python=["3.10", "3.11", "3.12", "3.13"])
+def tests(session: nox.Session) -> None:
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", "taskscope", "tests", "examples", "noxfile.py")
+    session.run("ruff", "format", "--check", "taskscope", "tests", "examples", "noxfile.py")
+
+
+@nox.session(python="3.11")
+def typecheck(session: nox.Session) -> None:
+    session.install("-e", ".[test]", "mypy>=1.11")
+    session.run("mypy")
+
+
+@nox.session(python="3.11")
+def examples(session: nox.Session) -> None:
+    session.install("-e", ".")
+    session.run("python", "examples/pdf_agent.py")
+    session.run("python", "examples/seed_manual_api.py")
+    session.run("python", "examples/thread_fanout.py")

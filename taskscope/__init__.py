@@ -1,0 +1,54 @@
+"""taskscope: record an agent's runs, tasks and events, and export them anywhere.
+
+Only names listed in ``__all__`` are public; the implementation lives in private modules.
+"""
+
+from ._capture import CaptureLimits
+from ._client import Client, Run, Span, Task
+from ._config import configure
+from ._decorator import current_run, current_task, emit, run, task
+from ._errors import ConfigurationError, StateError, TaskscopeError
+from ._model import ErrorInfo, EventRecord, Record, RunRecord, TaskRecord
+from ._propagation import ThreadPoolExecutor, attach, inject, wrap
+from ._redact import Redactor
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # ``taskscope.testing`` and ``taskscope.exporters`` work after a plain ``import taskscope``
+    # without importing pytest for everyone.
+    if name in ("exporters", "testing"):
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'taskscope' has no attribute {name!r}")
+
+
+__all__ = [
+    "CaptureLimits",
+    "Client",
+    "ConfigurationError",
+    "ErrorInfo",
+    "EventRecord",
+    "Record",
+    "Redactor",
+    "Run",
+    "RunRecord",
+    "Span",
+    "StateError",
+    "Task",
+    "TaskRecord",
+    "TaskscopeError",
+    "ThreadPoolExecutor",
+    "__version__",
+    "attach",
+    "configure",
+    "current_run",
+    "current_task",
+    "emit",
+    "inject",
+    "run",
+    "task",
+    "wrap",
+]

@@ -1,0 +1,311 @@
+"""Turning arbitrary Python values into bounded, redacted, JSON-safe data at capture time.
+
+Capture happens on the caller's thread, when the call happens, so what is recorded is the value
+then, not after a later mutation. Its cost is bounded by the limits, not by the size of the
+object: containers are walked item by item and the walk stops at each limit, leaving a marker
+such as ``…[truncated 48213 chars]`` where it cut. Small JSON-native values cost a type check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import enum
+import math
+import uuid
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import PurePath
+from typing import Any
+
+from ._internal import warn_once
+from ._redact import REDACTED, Redactor
+
+# Values that are JSON as they are and cost nothing to keep.
+PLAIN_TYPES: frozenset[type] = frozenset({int, bool, type(None)})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CaptureLimits:
+    """How much of a value is kept. Each limit leaves a marker where it applied."""
+
+    max_string_length: int = 10_000
+    max_items: int = 100
+    max_depth: int = 10
+    max_bytes: int = 100_000
+
+    def __post_init__(self) -> None:
+        for name in ("max_string_length", "max_items", "max_depth", "max_bytes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"CaptureLimits.{name} must be a positive whole number, not {value!r}."
+                )
+
+
+class _Budget:
+    """Bytes left for one captured value; shared by the whole walk."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+
+
+def _truncated_text(text: str, keep: int) -> str:
+    return f"{text[:keep]}…[truncated {len(text) - keep} chars]"
+
+
+class Capturer:
+    """Converts values with one set of limits and one redactor."""
+
+    def __init__(self, limits: CaptureLimits | None = None, redactor: Redactor | None = None):
+        self.limits = limits or CaptureLimits()
+        self.redactor = redactor or Redactor()
+        self._max_str = self.limits.max_string_length
+
+    # -- entry points ---------------------------------------------------------------------
+
+    def value(self, value: Any) -> Any:
+        """A captured copy of any value (an output, a payload, a user-given input)."""
+        kind = type(value)
+        if kind in PLAIN_TYPES or (kind is str and len(value) <= self._max_str):
+            out = value
+        else:
+            out = self._guarded_walk(value)
+        if self.redactor.callback is not None:
+            out = self.redactor.apply_callback(out)
+        return out
+
+    def arguments(self, bound: dict[str, Any]) -> dict[str, Any]:
+        """Capture a call's bound arguments in place; ``bound`` must be a fresh dict."""
+        max_str = self._max_str
+        for key, item in bound.items():
+            kind = type(item)
+            if kind in PLAIN_TYPES or (kind is str and len(item) <= max_str):
+                continue
+            bound[key] = self._guarded_walk(item)
+        if self.redactor.callback is not None:
+            return self.redactor.apply_callback(bound)  # type: ignore[no-any-return]
+        return bound
+
+    def text(self, text: str, limit: int | None = None) -> str:
+        """Scrub secrets from free text (error messages, tracebacks) and bound its length."""
+        text = self.redactor.scrub_text(text)
+        keep = limit or self._max_str
+        return _truncated_text(text, keep) if len(text) > keep else text
+
+    # -- the walk -------------------------------------------------------------------------
+
+    def _guarded_walk(self, value: Any) -> Any:
+        try:
+            return self._walk(value, 0, _Budget(self.limits.max_bytes), set())
+        except Exception as exc:  # a hostile object; the user's call must go on
+            warn_once(
+                f"capture:{type(value).__qualname__}",
+                "taskscope could not capture a %s value (%s); it is recorded as a marker.",
+                type(value).__qualname__,
+                type(exc).__name__,
+            )
+            return f"<unrepresentable {type(value).__qualname__}: {type(exc).__name__}>"
+
+    def _walk(self, value: Any, depth: int, budget: _Budget, path: set[int]) -> Any:
+        kind = type(value)
+        if kind in PLAIN_TYPES:
+            budget.left -= 8
+            return value
+        if kind is str:
+            return self._string(value, budget)
+        if kind is float:
+            budget.left -= 8
+            return value if math.isfinite(value) else repr(value)
+        if depth >= self.limits.max_depth:
+            return f"…[{kind.__qualname__} beyond max depth {self.limits.max_depth}]"
+        if kind is dict:
+            return self._mapping(value, depth, budget, path)
+        if kind is list or kind is tuple or kind is set or kind is frozenset:
+            return self._sequence(value, depth, budget, path)
+        encoder = _SIMPLE_ENCODERS.get(kind)
+        if encoder is not None:
+            return self._walk(encoder(value), depth, budget, path)
+        return self._other(value, kind, depth, budget, path)
+
+    def _string(self, text: str, budget: _Budget) -> str:
+        keep = min(self._max_str, max(budget.left, 0))
+        if len(text) > keep:
+            text = _truncated_text(text, keep)
+        budget.left -= len(text) + 2
+        return text
+
+    def _enter(self, value: Any, path: set[int]) -> str | None:
+        marker = id(value)
+        if marker in path:
+            return f"…[cycle: {type(value).__qualname__}]"
+        path.add(marker)
+        return None
+
+    def _mapping(
+        self, value: Mapping[Any, Any], depth: int, budget: _Budget, path: set[int]
+    ) -> Any:
+        cycle = self._enter(value, path)
+        if cycle:
+            return cycle
+        try:
+            out: dict[str, Any] = {}
+            limit = self.limits.max_items
+            is_secret = self.redactor.is_secret_key
+            for count, (key, item) in enumerate(value.items()):
+                if count >= limit or budget.left <= 0:
+                    out["…"] = f"[truncated {len(value) - count} keys]"
+                    break
+                name = key if type(key) is str else _key_text(key)
+                budget.left -= len(name) + 4
+                if is_secret(name):
+                    out[name] = REDACTED
+                else:
+                    out[name] = self._walk(item, depth + 1, budget, path)
+            return out
+        finally:
+            path.discard(id(value))
+
+    def _sequence(self, value: Any, depth: int, budget: _Budget, path: set[int]) -> Any:
+        cycle = self._enter(value, path)
+        if cycle:
+            return cycle
+        try:
+            out: list[Any] = []
+            limit = self.limits.max_items
+            total = len(value)
+            for count, item in enumerate(value):
+                if count >= limit or budget.left <= 0:
+                    out.append(f"…[truncated {total - count} items]")
+                    break
+                out.append(self._walk(item, depth + 1, budget, path))
+                budget.left -= 2
+            return out
+        finally:
+            path.discard(id(value))
+
+    def _fields(
+        self, value: Any, names: Any, depth: int, budget: _Budget, path: set[int]
+    ) -> Any:
+        """An object shown as its named fields, read lazily so big objects stay cheap."""
+        cycle = self._enter(value, path)
+        if cycle:
+            return cycle
+        try:
+            out: dict[str, Any] = {}
+            limit = self.limits.max_items
+            is_secret = self.redactor.is_secret_key
+            for count, name in enumerate(names):
+                if count >= limit or budget.left <= 0:
+                    out["…"] = "[truncated fields]"
+                    break
+                budget.left -= len(name) + 4
+                if is_secret(name):
+                    out[name] = REDACTED
+                else:
+                    out[name] = self._walk(getattr(value, name), depth + 1, budget, path)
+            return out
+        finally:
+            path.discard(id(value))
+
+    def _other(self, value: Any, kind: type, depth: int, budget: _Budget, path: set[int]) -> Any:
+        if isinstance(value, str):  # str subclasses
+            return self._string(str.__str__(value), budget)
+        if isinstance(value, enum.Enum):
+            return self._walk(value.value, depth, budget, path)
+        if isinstance(value, (bool, int)):
+            return int(value)
+        if isinstance(value, float):
+            return self._walk(float(value), depth, budget, path)
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return _bytes(value, budget)
+        if isinstance(value, tuple) and hasattr(kind, "_fields"):  # named tuple
+            return self._fields(value, kind._fields, depth, budget, path)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            names = [f.name for f in dataclasses.fields(value)]
+            return self._fields(value, names, depth, budget, path)
+        pydantic_fields = getattr(kind, "model_fields", None)
+        if isinstance(pydantic_fields, dict) and hasattr(value, "model_dump"):
+            return self._fields(value, list(pydantic_fields), depth, budget, path)
+        attrs_fields = getattr(kind, "__attrs_attrs__", None)
+        if attrs_fields is not None:
+            return self._fields(value, [a.name for a in attrs_fields], depth, budget, path)
+        if isinstance(value, Mapping):
+            return self._mapping(value, depth, budget, path)
+        if isinstance(value, (list, tuple, set, frozenset)) or kind.__name__ == "deque":
+            return self._sequence(value, depth, budget, path)
+        if isinstance(value, BaseException):
+            return {"type": kind.__qualname__, "message": self.text(_safe_str(value))}
+        if kind.__module__ == "numpy" and hasattr(value, "shape") and hasattr(value, "dtype"):
+            return self._array(value, depth, budget, path)
+        for base, encoder in _SUBCLASS_ENCODERS:
+            if isinstance(value, base):
+                return self._walk(encoder(value), depth, budget, path)
+        return self._repr(value, kind, budget)
+
+    def _array(self, value: Any, depth: int, budget: _Budget, path: set[int]) -> Any:
+        preview_count = min(int(getattr(value, "size", 0)), 10)
+        preview = value.reshape(-1)[:preview_count].tolist() if preview_count else []
+        return {
+            "type": "ndarray",
+            "dtype": str(value.dtype),
+            "shape": list(value.shape),
+            "preview": self._walk(preview, depth + 1, budget, path),
+        }
+
+    def _repr(self, value: Any, kind: type, budget: _Budget) -> str:
+        try:
+            text = repr(value)
+        except Exception as exc:
+            warn_once(
+                f"repr:{kind.__qualname__}",
+                "taskscope: repr() of a %s raised %s; it is recorded as a marker.",
+                kind.__qualname__,
+                type(exc).__name__,
+            )
+            return f"<unrepresentable {kind.__qualname__}: repr raised {type(exc).__name__}>"
+        if type(text) is not str:
+            return f"<unrepresentable {kind.__qualname__}: repr returned a non-string>"
+        return self._string(text, budget)
+
+
+def _safe_str(value: object) -> str:
+    try:
+        return str(value)
+    except Exception as exc:
+        return f"<str() raised {type(exc).__name__}>"
+
+
+def _key_text(key: Any) -> str:
+    if isinstance(key, enum.Enum):
+        key = key.value
+    if isinstance(key, (str, int, float, bool)) or key is None:
+        return str(key)
+    return _safe_str(key)[:200]
+
+
+def _bytes(value: bytes | bytearray | memoryview, budget: _Budget) -> dict[str, Any]:
+    data = bytes(value[:32])
+    budget.left -= 100
+    return {"type": type(value).__name__, "length": len(value), "preview": repr(data)}
+
+
+_SIMPLE_ENCODERS: dict[type, Any] = {
+    _dt.datetime: _dt.datetime.isoformat,
+    _dt.date: _dt.date.isoformat,
+    _dt.time: _dt.time.isoformat,
+    _dt.timedelta: _dt.timedelta.total_seconds,
+    uuid.UUID: str,
+    Decimal: str,
+    complex: str,
+    type: lambda kind: f"{kind.__module__}.{kind.__qualname__}",
+}
+_SUBCLASS_ENCODERS: tuple[tuple[type, Any], ...] = (
+    (_dt.datetime, _dt.datetime.isoformat),
+    (_dt.date, _dt.date.isoformat),
+    (PurePath, str),
+    (uuid.UUID, str),
+    (Decimal, str),
+)

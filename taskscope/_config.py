@@ -1,0 +1,175 @@
+"""Process-wide settings, ``configure()``, the environment, and the default client.
+
+Settings are read once from the environment at import, then changed only by ``configure()``.
+The hot path reads them as plain attributes of one object.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._capture import Capturer, CaptureLimits
+from ._errors import ConfigurationError
+from ._redact import RedactCallback, Redactor
+
+if TYPE_CHECKING:
+    from ._client import Client
+    from .exporters._base import Exporter
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+def _env_flag(name: str) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigurationError(f"{name}={raw!r} is not a yes/no value; use 1 or 0.")
+
+
+def _env_rate(name: str) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return 1.0
+    try:
+        rate = float(raw)
+    except ValueError:
+        rate = -1.0
+    if not 0.0 <= rate <= 1.0:
+        raise ConfigurationError(f"{name}={raw!r} must be a number from 0 to 1, such as 0.25.")
+    return rate
+
+
+class Settings:
+    """What every client and decorator consults; change it with ``configure()``."""
+
+    def __init__(self) -> None:
+        self.disabled = False
+        self.disabled_at_import = False
+        self.auto_run = True
+        self.sample_rate = 1.0
+        self.capturer = Capturer()
+        self.env_problem: ConfigurationError | None = None
+        self.load_environment()
+
+    def load_environment(self) -> None:
+        try:
+            self.disabled = _env_flag("TASKSCOPE_DISABLED")
+            self.sample_rate = _env_rate("TASKSCOPE_SAMPLE_RATE")
+        except ConfigurationError as problem:
+            # Raised later, from Client() or configure(), not at import time.
+            self.env_problem = problem
+        self.disabled_at_import = self.disabled
+
+
+settings = Settings()
+
+_default_client: Client | None = None
+_default_lock = threading.Lock()
+_UNSET: Any = object()
+
+
+def exporters_from_env() -> list[Exporter]:
+    """The exporters ``TASKSCOPE_EXPORTERS`` names: a comma list of ``jsonl:PATH`` or ``none``."""
+    if settings.env_problem is not None:
+        raise settings.env_problem
+    raw = os.environ.get("TASKSCOPE_EXPORTERS", "").strip()
+    exporters: list[Exporter] = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        kind, _, argument = item.partition(":")
+        if kind == "none":
+            continue
+        if kind == "jsonl" and argument:
+            from .exporters import JSONLExporter
+
+            exporters.append(JSONLExporter(argument))
+            continue
+        raise ConfigurationError(
+            f"TASKSCOPE_EXPORTERS names {item!r}, which taskscope does not know. Use a comma "
+            "list of: jsonl:PATH, none."
+        )
+    return exporters
+
+
+def configure(
+    *,
+    exporters: Sequence[Exporter] | None = _UNSET,
+    disabled: bool | None = None,
+    auto_run: bool | None = None,
+    sample_rate: float | None = None,
+    capture_limits: CaptureLimits | None = None,
+    redact_patterns: Iterable[str] | None = None,
+    redact_callback: RedactCallback | None = _UNSET,
+    default_redaction: bool | None = None,
+) -> None:
+    """Change process-wide settings; only the arguments given change.
+
+    ``exporters`` replaces the default client (used by ``@task`` outside a run and by
+    ``@taskscope.run``); ``None`` means "from the environment". ``redact_patterns`` are
+    regular expressions for secret keys, added to the defaults unless
+    ``default_redaction=False``; ``redact_callback`` gets every captured value and returns
+    what to record.
+    """
+    global _default_client
+    if settings.env_problem is not None:
+        raise settings.env_problem
+    if sample_rate is not None:
+        if not 0.0 <= sample_rate <= 1.0:
+            raise ValueError(f"sample_rate must be between 0 and 1, not {sample_rate!r}.")
+        settings.sample_rate = sample_rate
+    if disabled is not None:
+        settings.disabled = disabled
+    if auto_run is not None:
+        settings.auto_run = auto_run
+    if (
+        capture_limits is not None
+        or redact_patterns is not None
+        or redact_callback is not _UNSET
+        or default_redaction is not None
+    ):
+        old = settings.capturer
+        redactor = old.redactor
+        settings.capturer = Capturer(
+            capture_limits or old.limits,
+            Redactor(
+                redactor.patterns if redact_patterns is None else tuple(redact_patterns),
+                redactor.callback if redact_callback is _UNSET else redact_callback,
+                defaults=redactor.defaults if default_redaction is None else default_redaction,
+            ),
+        )
+    if exporters is not _UNSET:
+        from ._client import Client
+
+        with _default_lock:
+            previous, _default_client = _default_client, Client(exporters)
+        if previous is not None:
+            previous.shutdown(timeout=1.0)
+
+
+def default_client() -> Client:
+    """The client behind ``@task`` outside a run and ``@taskscope.run``; made on first use."""
+    global _default_client
+    client = _default_client
+    if client is None:
+        from ._client import Client
+
+        with _default_lock:
+            if _default_client is None:
+                _default_client = Client()
+            client = _default_client
+    return client
+
+
+def reset_for_tests() -> None:
+    """Back to the settings a fresh import would have (the test suite's autouse fixture)."""
+    global _default_client
+    with _default_lock:
+        previous, _default_client = _default_client, None
+    if previous is not None:
+        previous.shutdown(timeout=1.0)
+    settings.__init__()  # type: ignore[misc]

@@ -1,0 +1,632 @@
+"""``@task`` and ``@run``: decide everything at decoration time, then pick one thin wrapper.
+
+The wrapper kind (function, coroutine function, generator function, async generator function),
+the name, the parameter names and the capture policy are fixed when the decorator is applied;
+a call does only what that call needs. Wrappers are ``wrapt`` function wrappers, so methods,
+classmethods, staticmethods and callable objects bind as they would undecorated, and
+``__name__``, ``__doc__``, ``__wrapped__`` and ``inspect.signature`` are those of the function.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from typing import Any, TypeVar, overload
+
+import wrapt
+
+from . import _context
+from ._client import NOOP_TASK, Run, Task
+from ._config import settings
+from ._internal import internal_error, warn_once
+from ._pipeline import TASK_START
+from ._redact import REDACTED
+from ._scope import Frame, TaskScope, begin_run, begin_task, fail, finish
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_get_task = _context.get_current_task
+_get_run = _context.get_current_run
+_set_task = _context.current_task_var.set
+_reset_task = _context.current_task_var.reset
+
+
+class _Binder:
+    """A call's arguments as ``{parameter: value}``, without ``Signature.bind`` per call."""
+
+    def __init__(self, fn: Any) -> None:
+        target = fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
+        try:
+            parameters = list(inspect.signature(target).parameters.values())
+        except (TypeError, ValueError):  # builtins without a signature
+            parameters = []
+        kinds = inspect.Parameter
+        positional = [p.name for p in parameters if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)]
+        self.positional = tuple(positional)
+        self.after_first = tuple(positional[1:])  # when wrapt passes self/cls as ``instance``
+        self.var_positional = next((p.name for p in parameters if p.kind is kinds.VAR_POSITIONAL), None)
+        self.var_keyword = next((p.name for p in parameters if p.kind is kinds.VAR_KEYWORD), None)
+        self.keywords = frozenset(
+            p.name for p in parameters if p.kind in (kinds.POSITIONAL_OR_KEYWORD, kinds.KEYWORD_ONLY)
+        )
+        self.defaults = tuple((p.name, p.default) for p in parameters if p.default is not p.empty)
+        self.names = tuple(p.name for p in parameters)
+
+    def bind(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        names = self.after_first if instance is not None and self.positional else self.positional
+        bound = dict(zip(names, args))
+        if len(args) > len(names):
+            extra = list(args[len(names) :])
+            bound[self.var_positional or "args"] = extra
+        if kwargs:
+            var_keyword = self.var_keyword
+            if var_keyword is None:
+                bound.update(kwargs)
+            else:
+                keywords = self.keywords
+                rest = {}
+                for key, value in kwargs.items():
+                    if key in keywords:
+                        bound[key] = value
+                    else:
+                        rest[key] = value
+                if rest:
+                    bound[var_keyword] = rest
+        if self.defaults:
+            for key, default in self.defaults:
+                if key not in bound:
+                    bound[key] = default
+        return bound
+
+
+class _Spec:
+    """Everything about a decorated callable that does not change between calls."""
+
+    def __init__(
+        self,
+        fn: Any,
+        *,
+        name: str | None,
+        capture_input: bool,
+        capture_output: bool,
+        ignore: tuple[str, ...],
+        process_input: Callable[[dict[str, Any]], Any] | None,
+        process_output: Callable[[Any], Any] | None,
+        metadata: Mapping[str, Any] | None,
+        kind: str,
+    ) -> None:
+        self.name = name or _callable_name(fn)
+        self.capture_input = capture_input
+        self.capture_output = capture_output
+        self.ignore = ignore
+        self.process_input = process_input
+        self.process_output = process_output
+        self.metadata = dict(metadata) if metadata else None
+        self.kind = kind
+        self.binder = _Binder(fn)
+        self._redactor: Any = None
+        self._secret_params: tuple[str, ...] = ()
+
+    def captured_input(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not self.capture_input:
+            return None
+        bound = self.binder.bind(instance, args, kwargs)
+        capturer = settings.capturer
+        if self.process_input is not None:
+            return capturer.value(_processed(self.process_input, bound, "process_input"))
+        for key in self.ignore:
+            bound.pop(key, None)
+        redactor = capturer.redactor
+        if redactor is not self._redactor:  # parameter names are checked once per redactor
+            self._secret_params = tuple(n for n in self.binder.names if redactor.is_secret_key(n))
+            self._redactor = redactor
+        for key in self._secret_params:
+            if key in bound:
+                bound[key] = REDACTED
+        return capturer.arguments(bound)
+
+    def captured_output(self, value: Any) -> Any:
+        if not self.capture_output:
+            return None
+        if self.process_output is not None:
+            value = _processed(self.process_output, value, "process_output")
+        return settings.capturer.value(value)
+
+
+def _processed(processor: Callable[[Any], Any], value: Any, what: str) -> Any:
+    try:
+        return processor(value)
+    except Exception as exc:
+        warn_once(
+            f"{what}:{getattr(processor, '__qualname__', processor)!s}",
+            "taskscope: %s raised %s; the value is recorded as a marker and the call goes on.",
+            what,
+            type(exc).__name__,
+        )
+        return f"<{what} raised {type(exc).__name__}>"
+
+
+def _callable_name(fn: Any) -> str:
+    target = getattr(fn, "__func__", fn)
+    name = getattr(target, "__qualname__", None) or getattr(target, "__name__", None)
+    if name is None:
+        name = type(target).__qualname__
+    return str(name)
+
+
+def _callable_kind(fn: Any) -> str:
+    target = fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
+    for candidate in (target, getattr(type(target), "__call__", None)):
+        if candidate is None:
+            continue
+        if inspect.isasyncgenfunction(candidate):
+            return "async_generator"
+        if inspect.iscoroutinefunction(candidate):
+            return "coroutine"
+        if inspect.isgeneratorfunction(candidate):
+            return "generator"
+        if inspect.isfunction(candidate) or inspect.ismethod(candidate):
+            break
+    return "function"
+
+
+# -- how a body is opened and closed: a task (the hot path) or a run --------------------------
+
+
+class _TaskOpener:
+    def __init__(self, spec: _Spec) -> None:
+        self.spec = spec
+
+    def prepare(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if _get_run() is None and (settings.disabled or not settings.auto_run):
+            return None
+        return self.spec.captured_input(instance, args, kwargs)
+
+    def begin(self, captured_input: Any) -> Frame | None:
+        spec = self.spec
+        return begin_task(spec.name, captured_input, spec.metadata, spec.kind)
+
+
+class _RunOpener:
+    def __init__(self, spec: _Spec) -> None:
+        self.spec = spec
+
+    def prepare(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if settings.disabled:
+            return None
+        return self.spec.captured_input(instance, args, kwargs)
+
+    def begin(self, captured_input: Any) -> Frame | None:
+        return begin_run(self.spec.name, captured_input, self.spec.metadata)
+
+
+_Opener = _TaskOpener | _RunOpener
+
+
+def _sync_task_wrapper(spec: _Spec) -> Callable[..., Any]:
+    """The hot path: a decorated function called inside a run."""
+    opener = _TaskOpener(spec)
+    name = spec.name
+    kind = spec.kind
+    generic = _sync_wrapper(opener)
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        parent = _get_task()
+        if parent is None:
+            run = _get_run()
+            if run is None:  # outside any run: a run of its own, or a pass-through
+                return generic(wrapped, instance, args, kwargs)
+        else:
+            run = parent.run
+        if not run.recording:
+            return wrapped(*args, **kwargs)
+        try:
+            captured = spec.captured_input(instance, args, kwargs)
+            metadata = spec.metadata
+            task = Task(run, parent, name, captured, dict(metadata) if metadata else None, kind, True)
+            run._put((TASK_START, task))
+        except Exception:
+            internal_error("task-start")
+            return wrapped(*args, **kwargs)
+        token = _set_task(task)
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            _reset_task(token)
+            task._fail_managed(exc)
+            raise
+        _reset_task(token)
+        try:
+            task._finish_managed(spec.captured_output(result))
+        except Exception:
+            internal_error("task-end")
+        return result
+
+    return wrapper
+
+
+def _sync_wrapper(opener: _Opener) -> Callable[..., Any]:
+    spec = opener.spec
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        frame = opener.begin(opener.prepare(instance, args, kwargs))
+        if frame is None:
+            return wrapped(*args, **kwargs)
+        tokens = frame.activate()
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            frame.deactivate(tokens)
+            fail(frame, exc)
+            raise
+        frame.deactivate(tokens)
+        finish(frame, spec.captured_output(result))
+        return result
+
+    return wrapper
+
+
+def _coroutine_wrapper(opener: _Opener) -> Callable[..., Any]:
+    spec = opener.spec
+
+    async def traced(coroutine: Any, captured_input: Any) -> Any:
+        frame = opener.begin(captured_input)  # the task starts when the coroutine runs
+        if frame is None:
+            return await coroutine
+        tokens = frame.activate()
+        try:
+            result = await coroutine
+        except BaseException as exc:
+            frame.deactivate(tokens)
+            fail(frame, exc)
+            raise
+        frame.deactivate(tokens)
+        finish(frame, spec.captured_output(result))
+        return result
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        # Inputs are captured at call time; the task's clock starts at the first await.
+        captured = opener.prepare(instance, args, kwargs)
+        return traced(wrapped(*args, **kwargs), captured)
+
+    return wrapper
+
+
+class _Items:
+    """A generator's yielded items, captured as they pass and bounded."""
+
+    __slots__ = ("items", "extra", "limit", "spec")
+
+    def __init__(self, spec: _Spec) -> None:
+        self.items: list[Any] = []
+        self.extra = 0
+        self.limit = settings.capturer.limits.max_items
+        self.spec = spec
+
+    def add(self, item: Any) -> None:
+        if not self.spec.capture_output:
+            return
+        if len(self.items) < self.limit:
+            self.items.append(self.spec.captured_output(item))
+        else:
+            self.extra += 1
+
+    def output(self) -> Any:
+        if not self.spec.capture_output:
+            return None
+        if self.extra:
+            return [*self.items, f"…[truncated {self.extra} items]"]
+        return self.items
+
+
+def _generator_wrapper(opener: _Opener) -> Callable[..., Any]:
+    spec = opener.spec
+
+    def traced(generator: Generator[Any, Any, Any], captured_input: Any) -> Generator[Any, Any, Any]:
+        frame = opener.begin(captured_input)  # at the first next(): the iteration is the task
+        if frame is None:
+            return (yield from generator)
+        items = _Items(spec)
+        to_send: Any = None
+        to_throw: BaseException | None = None
+        while True:
+            tokens = frame.activate()
+            try:
+                if to_throw is not None:
+                    thrown, to_throw = to_throw, None
+                    item = generator.throw(thrown)
+                else:
+                    item = generator.send(to_send)
+            except StopIteration as stop:
+                frame.deactivate(tokens)
+                finish(frame, items.output())
+                return stop.value
+            except BaseException as exc:
+                frame.deactivate(tokens)
+                fail(frame, exc)
+                raise
+            frame.deactivate(tokens)
+            items.add(item)
+            try:
+                to_send = yield item
+            except GeneratorExit:  # close(), a break, or garbage collection
+                tokens = frame.activate()
+                try:
+                    generator.close()
+                except BaseException as exc:
+                    frame.deactivate(tokens)
+                    fail(frame, exc)
+                    raise
+                frame.deactivate(tokens)
+                finish(frame, items.output(), closed_early=True)
+                raise
+            except BaseException as exc:  # thrown in by the consumer: pass it on
+                to_throw, to_send = exc, None
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        captured = opener.prepare(instance, args, kwargs)
+        return traced(wrapped(*args, **kwargs), captured)
+
+    return wrapper
+
+
+def _async_generator_wrapper(opener: _Opener) -> Callable[..., Any]:
+    spec = opener.spec
+
+    async def traced(generator: AsyncGenerator[Any, Any], captured_input: Any) -> AsyncGenerator[Any, Any]:
+        frame = opener.begin(captured_input)
+        items = _Items(spec)
+        to_send: Any = None
+        to_throw: BaseException | None = None
+        while True:
+            tokens = frame.activate() if frame is not None else None
+            try:
+                if to_throw is not None:
+                    thrown, to_throw = to_throw, None
+                    item = await generator.athrow(thrown)
+                else:
+                    item = await generator.asend(to_send)
+            except StopAsyncIteration:
+                if frame is not None:
+                    frame.deactivate(tokens)
+                    finish(frame, items.output())
+                return
+            except BaseException as exc:  # CancelledError included: failed, with its type
+                if frame is not None:
+                    frame.deactivate(tokens)
+                    fail(frame, exc)
+                raise
+            if frame is not None:
+                frame.deactivate(tokens)
+                items.add(item)
+            try:
+                to_send = yield item
+            except GeneratorExit:
+                tokens = frame.activate() if frame is not None else None
+                try:
+                    await generator.aclose()
+                except BaseException as exc:
+                    if frame is not None:
+                        frame.deactivate(tokens)
+                        fail(frame, exc)
+                    raise
+                if frame is not None:
+                    frame.deactivate(tokens)
+                    finish(frame, items.output(), closed_early=True)
+                raise
+            except BaseException as exc:
+                to_throw, to_send = exc, None
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        captured = opener.prepare(instance, args, kwargs)
+        return traced(wrapped(*args, **kwargs), captured)
+
+    return wrapper
+
+
+_WRAPPERS: dict[str, Callable[[Any], Callable[..., Any]]] = {
+    "function": _sync_wrapper,
+    "coroutine": _coroutine_wrapper,
+    "generator": _generator_wrapper,
+    "async_generator": _async_generator_wrapper,
+}
+
+
+def _instrument(fn: F, spec: _Spec, opener: _Opener) -> F:
+    if settings.disabled_at_import and settings.disabled:
+        return fn  # TASKSCOPE_DISABLED=1 before import: the function itself, at no cost
+    kind = _callable_kind(fn)
+    if kind == "function" and isinstance(opener, _TaskOpener):
+        wrapper = _sync_task_wrapper(spec)
+    else:
+        wrapper = _WRAPPERS[kind](opener)
+    return wrapt.FunctionWrapper(fn, wrapper)  # type: ignore[no-any-return]
+
+
+# -- the public decorators ---------------------------------------------------------------------
+
+
+class TaskDecorator(TaskScope):
+    """What ``taskscope.task(...)`` returns: a decorator, and a ``with`` block too."""
+
+    def __init__(self, name: str | None, options: dict[str, Any]) -> None:
+        super().__init__(name or "", metadata=options.get("metadata"), kind=options.get("kind", "task"))
+        self._options = options
+        self._named = name is not None
+
+    def __call__(self, fn: F) -> F:
+        if not callable(fn) and not isinstance(fn, (classmethod, staticmethod)):
+            raise TypeError(f"taskscope.task decorates callables, not {type(fn).__name__} objects.")
+        spec = _Spec(fn, name=self.name if self._named else None, **self._options)
+        return _instrument(fn, spec, _TaskOpener(spec))
+
+    def __enter__(self) -> Task:
+        if not self._named:
+            raise TypeError('taskscope.task() used as a with block needs a name: task("phase").')
+        return super().__enter__()
+
+
+class RunDecorator:
+    """What ``taskscope.run(...)`` returns: a decorator for an entry point, or a with block."""
+
+    def __init__(self, name: str | None, options: dict[str, Any]) -> None:
+        self.name = name
+        self._options = options
+        self._entries: list[tuple[Frame | None, Any]] = []
+
+    def __call__(self, fn: F) -> F:
+        spec = _Spec(fn, name=self.name, **self._options)
+        return _instrument(fn, spec, _RunOpener(spec))
+
+    def __enter__(self) -> Run:
+        frame = begin_run(self.name or "run", None, self._options.get("metadata"))
+        tokens = frame.activate() if frame is not None else None
+        self._entries.append((frame, tokens))
+        from ._client import NOOP_RUN
+
+        return frame.run if frame is not None else NOOP_RUN
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        current = _get_run()
+        entries = self._entries
+        index = next(
+            (i for i in range(len(entries) - 1, -1, -1) if entries[i][0] is not None and entries[i][0].run is current),  # type: ignore[union-attr]
+            len(entries) - 1,
+        )
+        frame, tokens = entries.pop(index)
+        if frame is None:
+            return
+        frame.deactivate(tokens)
+        if exc is not None:
+            fail(frame, exc)
+        else:
+            finish(frame, None)
+
+    async def __aenter__(self) -> Run:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+def _options(
+    capture_input: bool,
+    capture_output: bool,
+    ignore: tuple[str, ...] | list[str],
+    process_input: Callable[[dict[str, Any]], Any] | None,
+    process_output: Callable[[Any], Any] | None,
+    metadata: Mapping[str, Any] | None,
+    kind: str,
+) -> dict[str, Any]:
+    return {
+        "capture_input": capture_input,
+        "capture_output": capture_output,
+        "ignore": tuple(ignore),
+        "process_input": process_input,
+        "process_output": process_output,
+        "metadata": metadata,
+        "kind": kind,
+    }
+
+
+@overload
+def task(fn: F, /) -> F: ...
+
+
+@overload
+def task(
+    name: str | None = None,
+    /,
+    *,
+    capture_input: bool = True,
+    capture_output: bool = True,
+    ignore: tuple[str, ...] | list[str] = (),
+    process_input: Callable[[dict[str, Any]], Any] | None = None,
+    process_output: Callable[[Any], Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    kind: str = "task",
+) -> TaskDecorator: ...
+
+
+def task(
+    name: Any = None,
+    /,
+    *,
+    capture_input: bool = True,
+    capture_output: bool = True,
+    ignore: tuple[str, ...] | list[str] = (),
+    process_input: Callable[[dict[str, Any]], Any] | None = None,
+    process_output: Callable[[Any], Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    kind: str = "task",
+) -> Any:
+    """Record a function's calls as tasks: ``@task``, ``@task("name")``, ``with task("name")``.
+
+    Works on functions, ``async def``, generators, async generators, methods, classmethods,
+    staticmethods and callable objects. Outside any run, a call opens a run of its own unless
+    ``configure(auto_run=False)``.
+    """
+    options = _options(capture_input, capture_output, ignore, process_input, process_output, metadata, kind)
+    if name is None or isinstance(name, str):
+        return TaskDecorator(name, options)
+    return TaskDecorator(None, options)(name)
+
+
+@overload
+def run(fn: F, /) -> F: ...
+
+
+@overload
+def run(
+    name: str | None = None,
+    /,
+    *,
+    capture_input: bool = True,
+    capture_output: bool = True,
+    ignore: tuple[str, ...] | list[str] = (),
+    process_input: Callable[[dict[str, Any]], Any] | None = None,
+    process_output: Callable[[Any], Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> RunDecorator: ...
+
+
+def run(
+    name: Any = None,
+    /,
+    *,
+    capture_input: bool = True,
+    capture_output: bool = True,
+    ignore: tuple[str, ...] | list[str] = (),
+    process_input: Callable[[dict[str, Any]], Any] | None = None,
+    process_output: Callable[[Any], Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Any:
+    """Open a run around an entry point: ``@run("invoice-agent")`` or ``with run("name")``.
+
+    Inside another run, the new run records that run as its parent.
+    """
+    options = _options(capture_input, capture_output, ignore, process_input, process_output, metadata, "run")
+    if name is None or isinstance(name, str):
+        return RunDecorator(name, options)
+    return RunDecorator(None, options)(name)
+
+
+def current_task() -> Task:
+    """The task current here; a no-op task (``is_recording() is False``) when there is none."""
+    current = _get_task()
+    return current if current is not None else NOOP_TASK
+
+
+def current_run() -> Run:
+    """The run current here; a no-op run (``is_recording() is False``) when there is none."""
+    from ._client import NOOP_RUN
+
+    current = _get_run()
+    return current if current is not None else NOOP_RUN
+
+
+def emit(type: str, payload: Any = None, level: str = "info") -> None:  # noqa: A002
+    """Record an event in the current run, under the current task; dropped outside a run."""
+    current = _get_run()
+    if current is not None:
+        current.emit(type, payload, level)

@@ -1,0 +1,593 @@
+"""The export pipeline: a bounded intake, one dispatcher thread, one lane per exporter.
+
+The caller's thread only appends a small tuple (an *op*) to the intake; it never does I/O and
+never waits. The dispatcher turns ops into records, numbers them per run in intake order (so
+the numbers follow the order of the calls, across threads too) and hands each batch to every
+exporter's lane. Each lane has its own bounded queue and thread, so a slow or hung exporter
+delays neither the caller nor the other exporters; when a queue is full, debug/info events are
+dropped before lifecycle records and warn/error events, and every drop is counted.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from . import _context, _ids
+from ._internal import internal_error, logger, warn_once
+from ._model import ErrorInfo, EventRecord, Record, RunRecord, TaskRecord
+
+if TYPE_CHECKING:
+    from ._client import Run, Task
+    from .exporters._base import Exporter
+
+# Op codes: the first item of every tuple on the intake.
+RUN_START, RUN_END, TASK_START, TASK_END, EVENT, CONTROL = range(6)
+LOW_LEVELS = frozenset({"debug", "info"})
+
+
+def _is_low_op(op: tuple[Any, ...]) -> bool:
+    return op[0] == EVENT and op[4] in LOW_LEVELS
+
+
+def _is_low_record(record: Any) -> bool:
+    return type(record) is EventRecord and record.level in LOW_LEVELS
+
+
+class PendingError:
+    """An exception waiting to be turned into an ErrorInfo off the caller's thread."""
+
+    __slots__ = ("exc", "traceback", "message", "detail")
+
+    def __init__(self, exc: BaseException, message: str, detail: Any = None) -> None:
+        self.exc = exc
+        # The traceback as it is now: as the exception travels on, Python links new entries in
+        # front of this one, but this chain itself stays what it was when the task failed.
+        self.traceback = exc.__traceback__
+        self.message = message
+        self.detail = detail
+
+
+class _Barrier:
+    """A point in the stream that each lane reports on reaching; flush waits for it."""
+
+    def __init__(self, parties: int) -> None:
+        self.waiting = parties
+        self.ok = True
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+        if parties == 0:
+            self.done.set()
+
+    def arrive(self, ok: bool) -> None:
+        with self._lock:
+            self.ok = self.ok and ok
+            self.waiting -= 1
+            if self.waiting <= 0:
+                self.done.set()
+
+
+class _BoundedQueue:
+    """A deque bounded by pending items (queued + being exported), dropping low items first."""
+
+    def __init__(self, maxsize: int, is_low: Callable[[Any], bool], what: str) -> None:
+        self.items: deque[Any] = deque()
+        self.maxsize = maxsize
+        self.in_flight = 0
+        self.dropped = 0
+        self.lock = threading.Lock()
+        self._is_low = is_low
+        self._what = what
+        self._low_hint = 0  # no low-priority item sits before this index
+
+    def offer_locked(self, item: Any) -> None:
+        items = self.items
+        if len(items) + self.in_flight < self.maxsize:
+            items.append(item)
+            return
+        if not self._is_low(item):
+            index = self._low_hint
+            length = len(items)
+            is_low = self._is_low
+            while index < length:
+                if is_low(items[index]):
+                    del items[index]
+                    items.append(item)
+                    self._low_hint = index
+                    self._count_drop()
+                    return
+                index += 1
+            self._low_hint = length
+        self._count_drop()
+
+    def take_locked(self, limit: int) -> list[Any]:
+        items = self.items
+        count = min(len(items), limit)
+        self.in_flight = count  # counted before popping, so the bound is never under-read
+        batch = [items.popleft() for _ in range(count)]
+        self._low_hint = max(0, self._low_hint - count)
+        return batch
+
+    def _count_drop(self) -> None:
+        self.dropped += 1
+        if self.dropped == 1:
+            warn_once(
+                "queue-full:" + self._what,
+                "taskscope: the %s queue is full (%d records); dropping debug/info events "
+                "first. Counts are in client.stats().",
+                self._what,
+                self.maxsize,
+            )
+
+
+class _Lane:
+    """One exporter's queue and thread."""
+
+    def __init__(self, exporter: Exporter, maxsize: int, batch_size: int) -> None:
+        self.exporter = exporter
+        self.name = type(exporter).__name__
+        self.queue = _BoundedQueue(maxsize, _is_low_record, self.name)
+        self.ready = threading.Condition(self.queue.lock)
+        self.batch_size = batch_size
+        self.exported = 0
+        self.failed = 0
+        self.stopping = False
+        self._problems_seen = 0  # drops + failures at the last barrier
+        self.thread = self._start()
+
+    def _start(self) -> threading.Thread:
+        thread = threading.Thread(target=self._loop, name=f"taskscope-{self.name}", daemon=True)
+        thread.start()
+        return thread
+
+    def ensure_alive(self) -> None:
+        if not self.thread.is_alive() and not self.stopping:
+            self.thread = self._start()
+
+    def offer(self, records: Sequence[Record]) -> None:
+        with self.ready:
+            offer = self.queue.offer_locked
+            for record in records:
+                offer(record)
+            self.ready.notify()
+
+    def add_barrier(self, barrier: _Barrier) -> None:
+        with self.ready:
+            self.queue.items.append(barrier)  # barriers are not records: never bounded
+            self.ready.notify()
+
+    def _loop(self) -> None:
+        _context.silence()  # nothing this thread does may be recorded
+        while True:
+            try:
+                if not self._step():
+                    return
+            except BaseException:
+                internal_error("lane")
+
+    def _step(self) -> bool:
+        with self.ready:
+            items = self.queue.items
+            while not items and not self.stopping:
+                self.ready.wait()
+            if not items:
+                return False
+            barrier = items[0] if type(items[0]) is _Barrier else None
+            if barrier is not None:
+                items.popleft()
+                batch: list[Any] = []
+            else:
+                batch = self._take_records_locked()
+        if barrier is not None:
+            self._reach(barrier)
+        elif batch:
+            self._export(batch)
+        return True
+
+    def _take_records_locked(self) -> list[Any]:
+        items = self.queue.items
+        limit = self.batch_size
+        for index, item in enumerate(itertools.islice(items, limit)):
+            if type(item) is _Barrier:
+                limit = index
+                break
+        return self.queue.take_locked(limit)
+
+    def _export(self, batch: list[Any]) -> None:
+        try:
+            self.exporter.export(batch)
+            self.exported += len(batch)
+        except BaseException as exc:  # an exporter's failure is its own; others go on
+            self.failed += len(batch)
+            warn_once(
+                "export-failed:" + self.name,
+                "taskscope: %s.export raised %s: %s (%d records lost; later failures of this "
+                "exporter are counted in client.stats(), not logged)",
+                self.name,
+                type(exc).__name__,
+                exc,
+                len(batch),
+            )
+        finally:
+            self.queue.in_flight = 0
+
+    def _reach(self, barrier: _Barrier) -> None:
+        problems = self.queue.dropped + self.failed
+        clean = problems == self._problems_seen
+        self._problems_seen = problems
+        try:
+            flushed = bool(self.exporter.force_flush(5.0))
+        except BaseException:
+            flushed = False
+        barrier.arrive(clean and flushed)
+
+    def pending(self) -> int:
+        return sum(1 for item in self.queue.items if type(item) is not _Barrier) + (
+            self.queue.in_flight
+        )
+
+    def stop(self) -> None:
+        with self.ready:
+            self.stopping = True
+            self.ready.notify()
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "exported": self.exported,
+            "failed": self.failed,
+            "dropped": self.queue.dropped,
+            "pending": self.pending(),
+        }
+
+
+class Pipeline:
+    """Everything between a record call and the exporters, for one client."""
+
+    def __init__(
+        self,
+        exporters: Sequence[Exporter],
+        *,
+        max_queue_size: int = 10_000,
+        max_batch_size: int = 512,
+        flush_interval: float = 0.2,
+        shutdown_timeout: float = 5.0,
+    ) -> None:
+        if max_queue_size < 1 or max_batch_size < 1:
+            raise ValueError("max_queue_size and max_batch_size must be at least 1.")
+        if flush_interval <= 0 or shutdown_timeout < 0:
+            raise ValueError("flush_interval must be positive and shutdown_timeout not negative.")
+        self.exporters = list(exporters)
+        self.max_queue_size = max_queue_size
+        self.max_batch_size = max_batch_size
+        self.flush_interval = flush_interval
+        self.shutdown_timeout = shutdown_timeout
+        self._taps: list[Callable[[list[Record]], None]] = list(_active_taps)
+        self._start_runtime()
+        _pipelines.add(self)
+
+    # -- runtime state, rebuilt in a forked child -------------------------------------------
+
+    def _start_runtime(self) -> None:
+        self._intake = _BoundedQueue(self.max_queue_size, _is_low_op, "intake")
+        self._items = self._intake.items
+        self._wake = threading.Event()
+        self._wake_at = min(self.max_batch_size, self.max_queue_size)
+        self._closed = False
+        self._dispatched = 0
+        self._problems_seen = 0
+        self._lanes = [
+            _Lane(exporter, self.max_queue_size, self.max_batch_size)
+            for exporter in self.exporters
+        ]
+        self._dispatcher = self._start_dispatcher()
+
+    def _start_dispatcher(self) -> threading.Thread:
+        thread = threading.Thread(target=self._loop, name="taskscope-dispatch", daemon=True)
+        thread.start()
+        return thread
+
+    def after_fork_in_child(self) -> None:
+        # The parent's pending ops belong to the parent, which still exports them; the child
+        # starts empty, with fresh locks (a copied lock may be held by a thread that is gone).
+        self._start_runtime()
+
+    # -- the caller's side ----------------------------------------------------------------
+
+    def put(self, op: tuple[Any, ...]) -> None:
+        """Queue one op. The hot path: a length check and an append."""
+        items = self._items
+        if len(items) < self.max_queue_size:
+            items.append(op)
+            if len(items) == self._wake_at:
+                self._wake.set()
+                if not self._dispatcher.is_alive():
+                    self._revive()
+        else:
+            with self._intake.lock:
+                self._intake.offer_locked(op)
+            self._wake.set()
+
+    def _control(self, action: Callable[[], None]) -> None:
+        self._items.append((CONTROL, action))  # control ops are never dropped
+        self._wake.set()
+        if not self._dispatcher.is_alive():
+            self._revive()
+
+    def _revive(self) -> None:
+        if not self._closed:
+            self._dispatcher = self._start_dispatcher()
+
+    # -- the dispatcher -------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        _context.silence()
+        while True:
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            try:
+                self._drain()
+            except BaseException:
+                internal_error("dispatch")
+            if self._closed and not self._items:
+                return
+
+    def _drain(self) -> None:
+        intake = self._intake
+        while self._items:
+            with intake.lock:
+                ops = intake.take_locked(self.max_batch_size)
+            records: list[Record] = []
+            for op in ops:
+                if op[0] == CONTROL:
+                    self._deliver(records)
+                    records = []
+                    op[1]()
+                    continue
+                try:
+                    records.append(_CONVERTERS[op[0]](op))
+                except Exception:
+                    internal_error("convert")
+            self._deliver(records)
+            intake.in_flight = 0
+
+    def _deliver(self, records: list[Record]) -> None:
+        if not records:
+            return
+        self._dispatched += len(records)
+        for lane in self._lanes:
+            lane.ensure_alive()
+            lane.offer(records)
+        for tap in self._taps:
+            try:
+                tap(records)
+            except Exception:
+                internal_error("tap")
+
+    # -- flush, taps, shutdown -------------------------------------------------------------
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything recorded so far reached every exporter; False if it did not."""
+        barrier = _Barrier(len(self._lanes))
+
+        def at_barrier() -> None:
+            for lane in self._lanes:
+                lane.ensure_alive()
+                lane.add_barrier(barrier)
+
+        self._control(at_barrier)
+        reached = barrier.done.wait(timeout)
+        problems = self._intake.dropped
+        clean = problems == self._problems_seen
+        self._problems_seen = problems
+        return reached and barrier.ok and clean
+
+    def sync(self, timeout: float = 5.0) -> bool:
+        """Wait until the dispatcher has handed everything recorded so far to the taps."""
+        done = threading.Event()
+        self._control(done.set)
+        return done.wait(timeout)
+
+    def add_tap(self, tap: Callable[[list[Record]], None]) -> None:
+        self._control(lambda: self._taps.append(tap))
+
+    def remove_tap(self, tap: Callable[[list[Record]], None], timeout: float = 5.0) -> None:
+        done = threading.Event()
+
+        def remove() -> None:
+            if tap in self._taps:
+                self._taps.remove(tap)
+            done.set()
+
+        self._control(remove)
+        done.wait(timeout)
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Flush within ``timeout`` (default: the shutdown timeout), then stop the threads."""
+        if self._closed:
+            return True
+        deadline = time.monotonic() + (self.shutdown_timeout if timeout is None else timeout)
+        delivered = self.flush(max(0.0, deadline - time.monotonic()))
+        self._closed = True
+        self._wake.set()
+        for lane in self._lanes:
+            lane.stop()
+        for lane in self._lanes:
+            lane.thread.join(max(0.0, deadline - time.monotonic()))
+        for lane in self._lanes:
+            if lane.thread.is_alive():
+                continue  # hung in its exporter: leave it, it is a daemon thread
+            try:
+                lane.exporter.shutdown()
+            except Exception:
+                warn_once("shutdown:" + lane.name, "taskscope: %s.shutdown raised.", lane.name)
+        _pipelines.discard(self)
+        return delivered
+
+    def stats(self) -> dict[str, Any]:
+        lanes = {lane.name: lane.stats() for lane in self._lanes}
+        intake_dropped = self._intake.dropped
+        queued = sum(1 for op in self._items if op[0] != CONTROL) + self._intake.in_flight
+        return {
+            "recorded": self._dispatched + intake_dropped + queued,
+            "dropped": intake_dropped + sum(lane["dropped"] for lane in lanes.values()),
+            "queued": queued,
+            "exporters": lanes,
+        }
+
+
+# -- converting ops into records (the dispatcher's thread only) -----------------------------
+
+
+def _next_seq(run: Run) -> int:
+    seq: int = run._seq
+    run._seq = seq + 1
+    return seq
+
+
+def _convert_run_start(op: tuple[Any, ...]) -> Record:
+    run: Run = op[1]
+    seq = run._start_seq = _next_seq(run)
+    return RunRecord(
+        id=run.id,
+        name=run.name,
+        status="running",
+        start_ns=run.start_ns,
+        seq=seq,
+        input=run.input,
+        metadata=dict(run.metadata),
+        tags=list(run.tags),
+        external_run_id=run.external_run_id,
+        parent_run_id=run.parent_run_id,
+    )
+
+
+def _convert_run_end(op: tuple[Any, ...]) -> Record:
+    _, run, status, output, error, usage, end_ns = op
+    return RunRecord(
+        id=run.id,
+        name=run.name,
+        status=status,
+        start_ns=run.start_ns,
+        seq=getattr(run, "_start_seq", 0),
+        input=run.input,
+        output=output,
+        error=_error_info(error),
+        end_ns=end_ns,
+        end_seq=_next_seq(run),
+        metadata=dict(run.metadata),
+        tags=list(run.tags),
+        external_run_id=run.external_run_id,
+        parent_run_id=run.parent_run_id,
+        usage=usage,
+    )
+
+
+def _convert_task_start(op: tuple[Any, ...]) -> Record:
+    task: Task = op[1]
+    seq = task._seq = _next_seq(task.run)
+    parent = task.parent
+    return TaskRecord(
+        id=task.id,
+        run_id=task.run.id,
+        parent_id=parent.id if parent is not None else None,
+        name=task.name,
+        status="running",
+        start_ns=task.start_ns,
+        seq=seq,
+        input=task.input,
+        metadata=dict(task.metadata) if task.metadata else {},
+        kind=task.kind,
+    )
+
+
+def _convert_task_end(op: tuple[Any, ...]) -> Record:
+    _, task, status, output, error, end_ns, metadata = op
+    parent = task.parent
+    end_seq = _next_seq(task.run)
+    return TaskRecord(
+        id=task.id,
+        run_id=task.run.id,
+        parent_id=parent.id if parent is not None else None,
+        name=task.name,
+        status=status,
+        start_ns=task.start_ns,
+        seq=getattr(task, "_seq", end_seq),
+        input=task.input,
+        output=output,
+        error=_error_info(error),
+        end_ns=end_ns,
+        end_seq=end_seq,
+        metadata=metadata if metadata is not None else {},
+        kind=task.kind,
+    )
+
+
+def _convert_event(op: tuple[Any, ...]) -> Record:
+    _, run, task, type_, level, payload, occurred_ns, number = op
+    return EventRecord(
+        id=_ids.format_id(number),
+        run_id=run.id,
+        task_id=task.id if task is not None else None,
+        type=type_,
+        level=level,
+        payload=payload,
+        occurred_ns=occurred_ns,
+        seq=_next_seq(run),
+    )
+
+
+def _error_info(error: Any) -> ErrorInfo | None:
+    if error is None or type(error) is ErrorInfo:
+        return error  # type: ignore[no-any-return]
+    assert type(error) is PendingError
+    from ._config import settings
+    from ._errorinfo import describe_exception
+
+    return describe_exception(error, settings.capturer)
+
+
+_CONVERTERS: dict[int, Callable[[tuple[Any, ...]], Record]] = {
+    RUN_START: _convert_run_start,
+    RUN_END: _convert_run_end,
+    TASK_START: _convert_task_start,
+    TASK_END: _convert_task_end,
+    EVENT: _convert_event,
+}
+
+# -- every pipeline in the process: exit flush, fork, test taps ------------------------------
+
+_pipelines: weakref.WeakSet[Pipeline] = weakref.WeakSet()
+_active_taps: list[Callable[[list[Record]], None]] = []
+
+
+def all_pipelines() -> list[Pipeline]:
+    return list(_pipelines)
+
+
+def _flush_at_exit() -> None:
+    pipelines = all_pipelines()
+    if not pipelines:
+        return
+    deadline = time.monotonic() + max(p.shutdown_timeout for p in pipelines)
+    for pipeline in pipelines:
+        try:
+            pipeline.shutdown(max(0.0, deadline - time.monotonic()))
+        except Exception:
+            logger.debug("taskscope: shutdown at exit failed", exc_info=True)
+
+
+def _after_fork_in_child() -> None:
+    for pipeline in all_pipelines():
+        pipeline.after_fork_in_child()
+
+
+atexit.register(_flush_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,214 @@
+"""Opening and closing a task or run around a body: shared by decorators and with blocks.
+
+A *frame* is what a body runs inside: the task (or run) it records into, made current while the
+body runs. Decorators of every kind and ``with``/``async with`` blocks all go through
+``begin_task``/``begin_run``, ``finish`` and ``fail`` below, so their semantics cannot drift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextvars import Token
+from types import TracebackType
+from typing import Any
+
+from . import _context
+from ._client import NOOP_RUN, NOOP_TASK, Run, Task
+from ._config import default_client, settings
+from ._internal import internal_error, warn_once
+
+_set_task = _context.current_task_var.set
+_reset_task = _context.current_task_var.reset
+
+
+class Frame:
+    """A recording task (or a run with no task), whether its run was opened for it (and is
+    ended with it), and whether the run is made current along with the task."""
+
+    __slots__ = ("task", "run", "owns_run", "activates_run")
+
+    def __init__(
+        self, task: Task | None, run: Run, owns_run: bool, activates_run: bool | None = None
+    ) -> None:
+        self.task = task
+        self.run = run
+        self.owns_run = owns_run
+        self.activates_run = owns_run if activates_run is None else activates_run
+
+    def activate(self) -> Any:
+        task = self.task
+        if task is None:
+            return _context.activate_run(self.run)
+        if self.activates_run:
+            return (_context.activate_run(self.run), _set_task(task))
+        return _set_task(task)
+
+    def deactivate(self, tokens: Any) -> None:
+        if self.task is None:
+            _context.deactivate_run(tokens)
+        elif self.activates_run:
+            _reset_task(tokens[1])
+            _context.deactivate_run(tokens[0])
+        else:
+            _reset_task(tokens)
+
+
+def finish(frame: Frame, output: Any, *, closed_early: bool = False) -> None:
+    """End the frame's task (and a run opened for it) as returned normally."""
+    try:
+        task = frame.task
+        if task is not None:
+            if closed_early:
+                task.metadata["closed_early"] = True
+            task._finish_managed(output)
+        if task is None or frame.owns_run:
+            frame.run._end_managed(output)
+    except Exception:
+        internal_error("finish")
+
+
+def fail(frame: Frame, exc: BaseException) -> None:
+    """End the frame's task (and a run opened for it) as failed by ``exc``."""
+    task = frame.task
+    if task is not None:
+        task._fail_managed(exc)
+    if task is None or frame.owns_run:
+        frame.run._end_from_exception(exc)
+
+
+def _auto_run(name: str, captured_input: Any) -> Run | None:
+    """A run for a task that started outside any run, so that nothing is lost."""
+    if settings.disabled or not settings.auto_run:
+        return None
+    try:
+        client = default_client()
+    except Exception as problem:
+        warn_once(
+            "default-client",
+            "taskscope could not make its default client (%s); nothing is recorded.",
+            problem,
+        )
+        return None
+    return client.start_run(captured_input, name=name)
+
+
+def begin_task(
+    name: str, captured_input: Any, metadata: Mapping[str, Any] | None, kind: str
+) -> Frame | None:
+    """Open a task in the current run (or in a run of its own); None: do not record."""
+    try:
+        parent = _context.get_current_task()
+        if parent is not None:
+            run = parent.run
+            owns_run = False
+        else:
+            current = _context.get_current_run()
+            if current is None:
+                opened = _auto_run(name, captured_input)
+                if opened is None:
+                    return None
+                run, owns_run = opened, True
+            else:
+                run, owns_run = current, False
+        if not run.recording:
+            # Keep the no-op run current for the body, so nested tasks stay off too.
+            return Frame(None, NOOP_RUN, False) if owns_run else None
+        task = run._open_task(name, captured_input, metadata, kind, True, parent)
+        return Frame(task, run, owns_run)
+    except Exception:
+        internal_error("begin-task")
+        return None
+
+
+def begin_run(name: str, captured_input: Any, metadata: Mapping[str, Any] | None) -> Frame | None:
+    """Open a run (a child of the current one, if any) for a ``@run`` body."""
+    if settings.disabled:
+        return None
+    try:
+        run = default_client().start_run(captured_input, name=name, metadata=metadata)
+        return Frame(None, run, True)
+    except Exception as problem:
+        warn_once("begin-run", "taskscope could not start a run (%s); nothing is recorded.", problem)
+        return None
+
+
+class TaskScope:
+    """``with``/``async with`` form of a task: current inside the block, ended on exit."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        input: Any = None,  # noqa: A002
+        metadata: Mapping[str, Any] | None = None,
+        kind: str = "task",
+        run: Run | None = None,
+    ) -> None:
+        self.name = name
+        self._input = input
+        self._metadata = metadata
+        self._kind = kind
+        self._run = run
+        # (frame, tokens) per entry; one object may be entered by several threads at once.
+        self._entries: list[tuple[Frame | None, Any]] = []
+
+    def _begin(self) -> Frame | None:
+        captured = settings.capturer.value(self._input) if self._input is not None else None
+        run = self._run
+        if run is None:
+            return begin_task(self.name, captured, self._metadata, self._kind)
+        if not run.recording:
+            return Frame(None, NOOP_RUN, False)
+        current = _context.get_current_task()
+        parent = current if current is not None and current.run is run else None
+        task = run._open_task(self.name, captured, self._metadata, self._kind, True, parent)
+        # An explicit run that is not current becomes current for the block.
+        return Frame(task, run, False, activates_run=_context.get_current_run() is not run)
+
+    def __enter__(self) -> Task:
+        frame = self._begin()
+        tokens = frame.activate() if frame is not None else None
+        self._entries.append((frame, tokens))
+        if frame is None or frame.task is None:
+            return NOOP_TASK
+        return frame.task
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        frame, tokens = self._pop_entry()
+        if frame is None:
+            return
+        frame.deactivate(tokens)
+        if exc is not None:
+            fail(frame, exc)
+        else:
+            task = frame.task
+            output = task.output if task is not None else None
+            finish(frame, settings.capturer.value(output) if output is not None else None)
+
+    def _pop_entry(self) -> tuple[Frame | None, Any]:
+        current = _context.get_current_task()
+        entries = self._entries
+        for index in range(len(entries) - 1, -1, -1):
+            frame = entries[index][0]
+            if frame is not None and frame.task is current:
+                return entries.pop(index)
+        return entries.pop()
+
+    async def __aenter__(self) -> Task:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+__all__ = ["Frame", "TaskScope", "begin_run", "begin_task", "fail", "finish", "Token"]

@@ -1,0 +1,32 @@
+"""The exporter protocol: small and synchronous; batching and threads live in the pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from .._model import Record
+
+
+@runtime_checkable
+class Exporter(Protocol):
+    """Receives batches of records on its own thread, in each run's sequence order."""
+
+    def export(self, batch: Sequence[Record]) -> None:
+        """Deliver ``batch``; raising counts the batch as failed for this exporter only."""
+
+    def force_flush(self, timeout: float) -> bool:
+        """Push out anything buffered; True when done."""
+
+    def shutdown(self) -> None:
+        """Release resources; called once, on the exporter's thread, after the last batch."""
+
+
+class BaseExporter:
+    """Defaults for ``force_flush`` and ``shutdown``; subclass and write ``export``."""
+
+    def force_flush(self, timeout: float) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        return None
