@@ -3,6 +3,8 @@
 Only names listed in ``__all__`` are public; the implementation lives in private modules.
 """
 
+from typing import TYPE_CHECKING
+
 from ._capture import CaptureLimits
 from ._client import Client, Run, Span, Task
 from ._config import configure
@@ -11,6 +13,10 @@ from ._errors import ConfigurationError, StateError, TaskscopeError
 from ._model import ErrorInfo, EventRecord, Record, RunRecord, TaskRecord
 from ._propagation import ThreadPoolExecutor, attach, inject, wrap
 from ._redact import Redactor
+
+if TYPE_CHECKING:
+    from . import exporters as exporters
+    from . import testing as testing
 
 __version__ = "0.1.0"
 

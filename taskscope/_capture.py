@@ -186,9 +186,7 @@ class Capturer:
         finally:
             path.discard(id(value))
 
-    def _fields(
-        self, value: Any, names: Any, depth: int, budget: _Budget, path: set[int]
-    ) -> Any:
+    def _fields(self, value: Any, names: Any, depth: int, budget: _Budget, path: set[int]) -> Any:
         """An object shown as its named fields, read lazily so big objects stay cheap."""
         cycle = self._enter(value, path)
         if cycle:

@@ -45,31 +45,32 @@ class Task:
     """One step within a run. Ends exactly once: completed, failed or skipped."""
 
     __slots__ = (
-        "_n",
+        "__weakref__",
         "_id",
-        "name",
-        "run",
-        "parent",
-        "input",
-        "output",
+        "_managed",
         "_metadata",
-        "kind",
-        "start_ns",
-        "status",
+        "_n",
         "_seq",
         "_skip_reason",
-        "_managed",
-        "__weakref__",
+        "input",
+        "kind",
+        "name",
+        "output",
+        "parent",
+        "run",
+        "start_ns",
+        "status",
     )
 
     recording = True
+    _seq: int  # the position of its start in the run's stream; set by the dispatcher
 
     def __init__(
         self,
         run: Run,
         parent: Task | None,
         name: str,
-        input: Any,  # noqa: A002 - the seed's name
+        input: Any,
         metadata: dict[str, Any] | None,
         kind: str,
         managed: bool,
@@ -199,33 +200,34 @@ class Run:
     """One execution of an agent: its tasks and events, in order."""
 
     __slots__ = (
-        "_n",
+        "__weakref__",
+        "_entered",
         "_id",
-        "name",
-        "client",
+        "_n",
         "_put",
-        "input",
-        "metadata",
-        "tags",
-        "external_run_id",
-        "parent_run_id",
-        "start_ns",
-        "status",
+        "_remote",
         "_seq",
         "_start_seq",
         "_usage",
-        "_remote",
-        "_entered",
-        "__weakref__",
+        "client",
+        "external_run_id",
+        "input",
+        "metadata",
+        "name",
+        "parent_run_id",
+        "start_ns",
+        "status",
+        "tags",
     )
 
     recording = True
+    _start_seq: int  # set by the dispatcher
 
     def __init__(
         self,
         client: Client,
         name: str,
-        input: Any,  # noqa: A002
+        input: Any,
         *,
         metadata: dict[str, Any] | None = None,
         tags: Sequence[str] = (),
@@ -286,7 +288,7 @@ class Run:
     def start_task(
         self,
         name: str,
-        input: Any = None,  # noqa: A002
+        input: Any = None,
         *,
         metadata: Mapping[str, Any] | None = None,
         kind: str = "task",
@@ -313,7 +315,7 @@ class Run:
     def task(
         self,
         name: str,
-        input: Any = None,  # noqa: A002
+        input: Any = None,
         *,
         metadata: Mapping[str, Any] | None = None,
         kind: str = "task",
@@ -336,7 +338,7 @@ class Run:
 
     # -- events ---------------------------------------------------------------------------
 
-    def emit(self, type: str, payload: Any = None, level: str = "info") -> None:  # noqa: A002
+    def emit(self, type: str, payload: Any = None, level: str = "info") -> None:
         """Record an event (``noun.verb``) under the current task; never blocks."""
         try:
             if level not in LEVELS:
@@ -352,9 +354,7 @@ class Run:
             task = _context.get_current_task()
             if task is not None and task.run is not self:
                 task = None
-            self._put(
-                (EVENT, self, task, str(type), level, captured, _time_ns(), _next_number())
-            )
+            self._put((EVENT, self, task, str(type), level, captured, _time_ns(), _next_number()))
         except Exception:
             internal_error("emit")
 
@@ -371,7 +371,7 @@ class Run:
             self._usage[key] = self._usage.get(key, 0) + value
         self.emit("llm.response", {"model": model, "response": response, **counts})
 
-    def emit_tool_call(self, tool: str, input: Any = None) -> None:  # noqa: A002
+    def emit_tool_call(self, tool: str, input: Any = None) -> None:
         self.emit("tool.called", {"tool": tool, "input": input if input is not None else {}})
 
     def emit_tool_return(self, tool: str, output: Any = None) -> None:
@@ -398,7 +398,9 @@ class Run:
     def cancel(self, reason: str | None = None) -> None:
         """End the run as cancelled."""
         self._check_open("cancel")
-        error = ErrorInfo(message=settings.capturer.text(reason), type="cancelled") if reason else None
+        error = (
+            ErrorInfo(message=settings.capturer.text(reason), type="cancelled") if reason else None
+        )
         self._end("cancelled", None, error, None)
 
     def flush(self, timeout: float = 5.0) -> bool:
@@ -560,7 +562,7 @@ class Client:
 
     def start_run(
         self,
-        input: Any = None,  # noqa: A002
+        input: Any = None,
         *,
         name: str | None = None,
         metadata: Mapping[str, Any] | None = None,
@@ -661,7 +663,7 @@ class NoopRun(Run):
     def _open_task(self, *args: Any, **kwargs: Any) -> Task:
         return NOOP_TASK
 
-    def emit(self, type: str, payload: Any = None, level: str = "info") -> None:  # noqa: A002
+    def emit(self, type: str, payload: Any = None, level: str = "info") -> None:
         return None
 
     def _check_open(self, action: str) -> None:

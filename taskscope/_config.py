@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._capture import Capturer, CaptureLimits
+from ._capture import CaptureLimits, Capturer
 from ._errors import ConfigurationError
 from ._redact import RedactCallback, Redactor
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, cast, overload
 
 import wrapt
 
@@ -41,20 +41,28 @@ class _Binder:
         except (TypeError, ValueError):  # builtins without a signature
             parameters = []
         kinds = inspect.Parameter
-        positional = [p.name for p in parameters if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)]
+        positional = [
+            p.name
+            for p in parameters
+            if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)
+        ]
         self.positional = tuple(positional)
         self.after_first = tuple(positional[1:])  # when wrapt passes self/cls as ``instance``
-        self.var_positional = next((p.name for p in parameters if p.kind is kinds.VAR_POSITIONAL), None)
+        self.var_positional = next(
+            (p.name for p in parameters if p.kind is kinds.VAR_POSITIONAL), None
+        )
         self.var_keyword = next((p.name for p in parameters if p.kind is kinds.VAR_KEYWORD), None)
         self.keywords = frozenset(
-            p.name for p in parameters if p.kind in (kinds.POSITIONAL_OR_KEYWORD, kinds.KEYWORD_ONLY)
+            p.name
+            for p in parameters
+            if p.kind in (kinds.POSITIONAL_OR_KEYWORD, kinds.KEYWORD_ONLY)
         )
         self.defaults = tuple((p.name, p.default) for p in parameters if p.default is not p.empty)
         self.names = tuple(p.name for p in parameters)
 
     def bind(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         names = self.after_first if instance is not None and self.positional else self.positional
-        bound = dict(zip(names, args))
+        bound = dict(zip(names, args, strict=False))
         if len(args) > len(names):
             extra = list(args[len(names) :])
             bound[self.var_positional or "args"] = extra
@@ -156,7 +164,9 @@ def _callable_name(fn: Any) -> str:
 
 def _callable_kind(fn: Any) -> str:
     target = fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
-    for candidate in (target, getattr(type(target), "__call__", None)):
+    # A callable object is classified by its class's __call__ (e.g. an ``async def __call__``).
+    call_method = vars(type(target)).get("__call__") if not inspect.isroutine(target) else None
+    for candidate in (target, call_method):
         if candidate is None:
             continue
         if inspect.isasyncgenfunction(candidate):
@@ -223,7 +233,9 @@ def _sync_task_wrapper(spec: _Spec) -> Callable[..., Any]:
         try:
             captured = spec.captured_input(instance, args, kwargs)
             metadata = spec.metadata
-            task = Task(run, parent, name, captured, dict(metadata) if metadata else None, kind, True)
+            task = Task(
+                run, parent, name, captured, dict(metadata) if metadata else None, kind, True
+            )
             run._put((TASK_START, task))
         except Exception:
             internal_error("task-start")
@@ -295,7 +307,7 @@ def _coroutine_wrapper(opener: _Opener) -> Callable[..., Any]:
 class _Items:
     """A generator's yielded items, captured as they pass and bounded."""
 
-    __slots__ = ("items", "extra", "limit", "spec")
+    __slots__ = ("extra", "items", "limit", "spec")
 
     def __init__(self, spec: _Spec) -> None:
         self.items: list[Any] = []
@@ -322,7 +334,9 @@ class _Items:
 def _generator_wrapper(opener: _Opener) -> Callable[..., Any]:
     spec = opener.spec
 
-    def traced(generator: Generator[Any, Any, Any], captured_input: Any) -> Generator[Any, Any, Any]:
+    def traced(
+        generator: Generator[Any, Any, Any], captured_input: Any
+    ) -> Generator[Any, Any, Any]:
         frame = opener.begin(captured_input)  # at the first next(): the iteration is the task
         if frame is None:
             return (yield from generator)
@@ -373,7 +387,9 @@ def _generator_wrapper(opener: _Opener) -> Callable[..., Any]:
 def _async_generator_wrapper(opener: _Opener) -> Callable[..., Any]:
     spec = opener.spec
 
-    async def traced(generator: AsyncGenerator[Any, Any], captured_input: Any) -> AsyncGenerator[Any, Any]:
+    async def traced(
+        generator: AsyncGenerator[Any, Any], captured_input: Any
+    ) -> AsyncGenerator[Any, Any]:
         frame = opener.begin(captured_input)
         items = _Items(spec)
         to_send: Any = None
@@ -440,7 +456,7 @@ def _instrument(fn: F, spec: _Spec, opener: _Opener) -> F:
         wrapper = _sync_task_wrapper(spec)
     else:
         wrapper = _WRAPPERS[kind](opener)
-    return wrapt.FunctionWrapper(fn, wrapper)  # type: ignore[no-any-return]
+    return cast(F, wrapt.FunctionWrapper(fn, wrapper))
 
 
 # -- the public decorators ---------------------------------------------------------------------
@@ -450,13 +466,18 @@ class TaskDecorator(TaskScope):
     """What ``taskscope.task(...)`` returns: a decorator, and a ``with`` block too."""
 
     def __init__(self, name: str | None, options: dict[str, Any]) -> None:
-        super().__init__(name or "", metadata=options.get("metadata"), kind=options.get("kind", "task"))
+        super().__init__(
+            name or "", metadata=options.get("metadata"), kind=options.get("kind", "task")
+        )
         self._options = options
         self._named = name is not None
 
     def __call__(self, fn: F) -> F:
-        if not callable(fn) and not isinstance(fn, (classmethod, staticmethod)):
-            raise TypeError(f"taskscope.task decorates callables, not {type(fn).__name__} objects.")
+        target: Any = fn
+        if not callable(target) and not isinstance(target, (classmethod, staticmethod)):
+            raise TypeError(
+                f"taskscope.task decorates callables, not {type(target).__name__} objects."
+            )
         spec = _Spec(fn, name=self.name if self._named else None, **self._options)
         return _instrument(fn, spec, _TaskOpener(spec))
 
@@ -489,10 +510,12 @@ class RunDecorator:
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         current = _get_run()
         entries = self._entries
-        index = next(
-            (i for i in range(len(entries) - 1, -1, -1) if entries[i][0] is not None and entries[i][0].run is current),  # type: ignore[union-attr]
-            len(entries) - 1,
-        )
+        index = len(entries) - 1
+        for position in range(len(entries) - 1, -1, -1):
+            entered = entries[position][0]
+            if entered is not None and entered.run is current:
+                index = position
+                break
         frame, tokens = entries.pop(index)
         if frame is None:
             return
@@ -566,7 +589,9 @@ def task(
     staticmethods and callable objects. Outside any run, a call opens a run of its own unless
     ``configure(auto_run=False)``.
     """
-    options = _options(capture_input, capture_output, ignore, process_input, process_output, metadata, kind)
+    options = _options(
+        capture_input, capture_output, ignore, process_input, process_output, metadata, kind
+    )
     if name is None or isinstance(name, str):
         return TaskDecorator(name, options)
     return TaskDecorator(None, options)(name)
@@ -605,7 +630,9 @@ def run(
 
     Inside another run, the new run records that run as its parent.
     """
-    options = _options(capture_input, capture_output, ignore, process_input, process_output, metadata, "run")
+    options = _options(
+        capture_input, capture_output, ignore, process_input, process_output, metadata, "run"
+    )
     if name is None or isinstance(name, str):
         return RunDecorator(name, options)
     return RunDecorator(None, options)(name)
@@ -625,7 +652,7 @@ def current_run() -> Run:
     return current if current is not None else NOOP_RUN
 
 
-def emit(type: str, payload: Any = None, level: str = "info") -> None:  # noqa: A002
+def emit(type: str, payload: Any = None, level: str = "info") -> None:
     """Record an event in the current run, under the current task; dropped outside a run."""
     current = _get_run()
     if current is not None:

@@ -19,7 +19,7 @@ def exception_type_name(exc: BaseException) -> str:
     """``ValueError`` for builtins, ``package.module.Error`` for everything else."""
     kind = type(exc)
     if kind.__module__ == "builtins" and getattr(builtins, kind.__name__, None) is kind:
-        return kind.__qualname__
+        return str(kind.__qualname__)
     return f"{kind.__module__}.{kind.__qualname__}"
 
 

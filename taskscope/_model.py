@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 RunStatus = Literal["running", "completed", "failed", "cancelled"]
 TaskStatus = Literal["pending", "running", "completed", "failed", "skipped"]
@@ -144,7 +144,7 @@ class EventRecord:
         return moment
 
 
-Record = Union[RunRecord, TaskRecord, EventRecord]
+Record = RunRecord | TaskRecord | EventRecord
 
 
 def record_to_dict(record: Record) -> dict[str, Any]:

@@ -44,7 +44,7 @@ def _is_low_record(record: Any) -> bool:
 class PendingError:
     """An exception waiting to be turned into an ErrorInfo off the caller's thread."""
 
-    __slots__ = ("exc", "traceback", "message", "detail")
+    __slots__ = ("detail", "exc", "message", "traceback")
 
     def __init__(self, exc: BaseException, message: str, detail: Any = None) -> None:
         self.exc = exc
@@ -283,8 +283,7 @@ class Pipeline:
         self._dispatched = 0
         self._problems_seen = 0
         self._lanes = [
-            _Lane(exporter, self.max_queue_size, self.max_batch_size)
-            for exporter in self.exporters
+            _Lane(exporter, self.max_queue_size, self.max_batch_size) for exporter in self.exporters
         ]
         self._dispatcher = self._start_dispatcher()
 
@@ -545,7 +544,7 @@ def _convert_event(op: tuple[Any, ...]) -> Record:
 
 def _error_info(error: Any) -> ErrorInfo | None:
     if error is None or type(error) is ErrorInfo:
-        return error  # type: ignore[no-any-return]
+        return error
     assert type(error) is PendingError
     from ._config import settings
     from ._errorinfo import describe_exception

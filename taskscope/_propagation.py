@@ -64,7 +64,9 @@ def wrap(fn: Callable[P, R]) -> Callable[P, R]:
 class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
     """A drop-in ``ThreadPoolExecutor`` whose work runs in the submitter's context."""
 
-    def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> concurrent.futures.Future[R]:
+    def submit(
+        self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> concurrent.futures.Future[R]:
         context = contextvars.copy_context()
         return super().submit(context.run, fn, *args, **kwargs)  # type: ignore[arg-type]
 

@@ -25,7 +25,7 @@ class Frame:
     """A recording task (or a run with no task), whether its run was opened for it (and is
     ended with it), and whether the run is made current along with the task."""
 
-    __slots__ = ("task", "run", "owns_run", "activates_run")
+    __slots__ = ("activates_run", "owns_run", "run", "task")
 
     def __init__(
         self, task: Task | None, run: Run, owns_run: bool, activates_run: bool | None = None
@@ -128,7 +128,9 @@ def begin_run(name: str, captured_input: Any, metadata: Mapping[str, Any] | None
         run = default_client().start_run(captured_input, name=name, metadata=metadata)
         return Frame(None, run, True)
     except Exception as problem:
-        warn_once("begin-run", "taskscope could not start a run (%s); nothing is recorded.", problem)
+        warn_once(
+            "begin-run", "taskscope could not start a run (%s); nothing is recorded.", problem
+        )
         return None
 
 
@@ -139,7 +141,7 @@ class TaskScope:
         self,
         name: str,
         *,
-        input: Any = None,  # noqa: A002
+        input: Any = None,
         metadata: Mapping[str, Any] | None = None,
         kind: str = "task",
         run: Run | None = None,
@@ -211,4 +213,4 @@ class TaskScope:
         self.__exit__(exc_type, exc, tb)
 
 
-__all__ = ["Frame", "TaskScope", "begin_run", "begin_task", "fail", "finish", "Token"]
+__all__ = ["Frame", "TaskScope", "Token", "begin_run", "begin_task", "fail", "finish"]

@@ -36,7 +36,9 @@ def test_cancel_records_the_reason(client: taskscope.Client, memory: InMemoryExp
     assert run.error is not None and run.error.message == "user pressed stop"
 
 
-def test_fail_with_detail_and_with_an_exception(client: taskscope.Client, memory: InMemoryExporter) -> None:
+def test_fail_with_detail_and_with_an_exception(
+    client: taskscope.Client, memory: InMemoryExporter
+) -> None:
     """run.fail takes a message and detail, or an exception with its traceback."""
     client.start_run(name="a").fail("quota exceeded", {"limit": 10})
     try:
@@ -53,7 +55,9 @@ def test_fail_with_detail_and_with_an_exception(client: taskscope.Client, memory
     assert error_b.traceback is not None and "model took too long" in error_b.traceback
 
 
-def test_event_helpers_use_the_well_known_types(client: taskscope.Client, memory: InMemoryExporter) -> None:
+def test_event_helpers_use_the_well_known_types(
+    client: taskscope.Client, memory: InMemoryExporter
+) -> None:
     """The llm/tool helpers emit llm.request/response and tool.called/returned/failed."""
     run = client.start_run()
     run.emit_llm_request("gpt", "Summarise", {"temperature": 0})
@@ -74,14 +78,19 @@ def test_event_helpers_use_the_well_known_types(client: taskscope.Client, memory
     ]
     assert memory.events[0].payload == {"model": "gpt", "prompt": "Summarise", "temperature": 0}
     assert memory.events[1].payload == {
-        "model": "gpt", "response": "Short.", "input_tokens": 12, "output_tokens": 3,
+        "model": "gpt",
+        "response": "Short.",
+        "input_tokens": 12,
+        "output_tokens": 3,
     }
     assert memory.events[4].payload == {"tool": "search", "error": "slow"}
     # With no usage given, the run's usage is the sum of its llm.response events.
     assert memory.runs[0].usage == {"input_tokens": 12, "output_tokens": 3}
 
 
-def test_bad_level_is_recorded_marked_not_raised(client: taskscope.Client, memory: InMemoryExporter, caplog: pytest.LogCaptureFixture) -> None:
+def test_bad_level_is_recorded_marked_not_raised(
+    client: taskscope.Client, memory: InMemoryExporter, caplog: pytest.LogCaptureFixture
+) -> None:
     """An unknown level does not crash the agent: the event is kept as info and marked."""
     run = client.start_run()
     run.emit("odd.level", {"x": 1}, level="fatal")
@@ -92,7 +101,9 @@ def test_bad_level_is_recorded_marked_not_raised(client: taskscope.Client, memor
     assert any("is not one of debug" in r.getMessage() for r in caplog.records)
 
 
-def test_events_attach_to_the_current_task_of_their_run(client: taskscope.Client, memory: InMemoryExporter) -> None:
+def test_events_attach_to_the_current_task_of_their_run(
+    client: taskscope.Client, memory: InMemoryExporter
+) -> None:
     """An event emitted inside a task's block carries that task's id."""
     with client.start_run() as run:
         run.emit("before")
@@ -117,7 +128,9 @@ def test_no_current_run_or_task_gives_no_op_objects() -> None:
     taskscope.emit("ignored too")
 
 
-def test_records_carry_utc_datetimes_and_ids(client: taskscope.Client, memory: InMemoryExporter) -> None:
+def test_records_carry_utc_datetimes_and_ids(
+    client: taskscope.Client, memory: InMemoryExporter
+) -> None:
     """started_at/ended_at are timezone-aware UTC datetimes; ids are UUID-shaped strings."""
     import uuid
     from datetime import timezone
@@ -152,5 +165,5 @@ def test_exporters_from_environment(tmp_path: object, monkeypatch: pytest.Monkey
         client.start_run().complete()
     assert path.read_text().count("\n") == 2
     monkeypatch.setenv("TASKSCOPE_EXPORTERS", "carrier-pigeon")
-    with pytest.raises(taskscope.ConfigurationError, match="'carrier-pigeon'.*jsonl:PATH"):
+    with pytest.raises(taskscope.ConfigurationError, match=r"'carrier-pigeon'.*jsonl:PATH"):
         taskscope.Client()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import os
 import subprocess
@@ -67,10 +68,8 @@ def test_context_unwinds_after_an_exception(taskscope_capture: Capture) -> None:
         raise RuntimeError("x")
 
     with taskscope.task("outer") as outer:
-        try:
+        with contextlib.suppress(RuntimeError):
             failing()
-        except RuntimeError:
-            pass
         assert taskscope.current_task() is outer
     assert not taskscope.current_task().is_recording()
 
@@ -146,7 +145,9 @@ CHILD_SCRIPT = textwrap.dedent(
 )
 
 
-def test_child_process_joins_the_run_under_the_parent(tmp_path: Path, taskscope_capture: Capture) -> None:
+def test_child_process_joins_the_run_under_the_parent(
+    tmp_path: Path, taskscope_capture: Capture
+) -> None:
     """inject() in one process and attach() in another: the child's task joins run and parent."""
     jsonl = tmp_path / "child.jsonl"
     with taskscope.task("spawn") as spawning:

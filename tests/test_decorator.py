@@ -133,7 +133,7 @@ KINDS = {
 
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_signature_name_and_doc_are_kept(kind: str) -> None:
-    """inspect.signature, __name__, __doc__ and __wrapped__ are those of the undecorated callable."""
+    """signature, __name__, __doc__ and __wrapped__ are those of the undecorated callable."""
     fn, _ = KINDS[kind]
     signature = inspect.signature(fn)
     assert list(signature.parameters) == ["a", "b"]
@@ -141,7 +141,15 @@ def test_signature_name_and_doc_are_kept(kind: str) -> None:
     assert fn.__wrapped__ is not None
     if kind != "callable":
         assert fn.__doc__ is not None and fn.__doc__.strip()
-        assert fn.__name__ in {"sync_fn", "async_fn", "gen_fn", "agen_fn", "method", "klass", "static"}
+        assert fn.__name__ in {
+            "sync_fn",
+            "async_fn",
+            "gen_fn",
+            "agen_fn",
+            "method",
+            "klass",
+            "static",
+        }
 
 
 def test_kind_predicates_are_kept() -> None:
@@ -154,7 +162,7 @@ def test_kind_predicates_are_kept() -> None:
 
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_inputs_bound_output_recorded(kind: str, taskscope_capture: Capture) -> None:
-    """Arguments are recorded by parameter name (self/cls dropped), with defaults, and the output."""
+    """Arguments are recorded by name (self/cls dropped), defaults included; output too."""
     expected = KINDS[kind][1]
     assert _call(kind, 1) == expected
     recorded = taskscope_capture.task(kind)
@@ -165,12 +173,23 @@ def test_inputs_bound_output_recorded(kind: str, taskscope_capture: Capture) -> 
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_exception_fails_task_and_propagates_the_same_object(kind: str, taskscope_capture: Capture) -> None:
+def test_exception_fails_task_and_propagates_the_same_object(
+    kind: str, taskscope_capture: Capture
+) -> None:
     """The exception fails the task with type and message and reaches the caller untouched."""
     with pytest.raises(Boom) as caught:
         _call(kind, -1)
     frames = [frame.name for frame in traceback.extract_tb(caught.value.__traceback__)]
-    assert frames[-1] in {"sync_fn", "async_fn", "gen_fn", "agen_fn", "method", "klass", "static", "__call__"}
+    assert frames[-1] in {
+        "sync_fn",
+        "async_fn",
+        "gen_fn",
+        "agen_fn",
+        "method",
+        "klass",
+        "static",
+        "__call__",
+    }
     recorded = taskscope_capture.task(kind)
     assert recorded.status == "failed"
     assert recorded.error is not None
@@ -257,7 +276,9 @@ def test_options_control_what_is_captured(taskscope_capture: Capture) -> None:
     assert third.output == {"total": 6}
 
 
-def test_a_failing_processor_never_breaks_the_call(taskscope_capture: Capture, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_failing_processor_never_breaks_the_call(
+    taskscope_capture: Capture, caplog: pytest.LogCaptureFixture
+) -> None:
     """A process_input that raises leaves a marker and a single warning; the call goes on."""
 
     def broken(_: Any) -> Any:
@@ -330,7 +351,9 @@ def test_skip_inside_a_task_keeps_the_return_value(taskscope_capture: Capture) -
     assert recorded.metadata == {"skip_reason": "cache hit"}
 
 
-def test_complete_inside_a_with_block_is_not_overridden(client: taskscope.Client, memory: InMemoryExporter) -> None:
+def test_complete_inside_a_with_block_is_not_overridden(
+    client: taskscope.Client, memory: InMemoryExporter
+) -> None:
     """t.complete() inside a block ends the task once; leaving the block adds nothing."""
     with client.start_run() as run, run.task("summarise", input={"pages": 3}) as t:
         t.complete(output={"summary": "short"})
@@ -347,7 +370,9 @@ def test_complete_inside_a_with_block_is_not_overridden(client: taskscope.Client
         pytest.param(lambda: (_ for _ in ()).throw(SystemExit(3)), id="SystemExit"),
     ],
 )
-def test_base_exceptions_fail_the_task_with_their_type(raiser: Callable[[], None], taskscope_capture: Capture) -> None:
+def test_base_exceptions_fail_the_task_with_their_type(
+    raiser: Callable[[], None], taskscope_capture: Capture
+) -> None:
     """KeyboardInterrupt and SystemExit end the task failed, with their type, and propagate."""
 
     @taskscope.task("interrupted")

@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,7 +19,7 @@ from hypothesis import strategies as st
 
 import taskscope
 from taskscope import _pipeline
-from taskscope.exporters import InMemoryExporter, JSONLExporter
+from taskscope.exporters import InMemoryExporter
 
 
 class GateExporter(InMemoryExporter):
@@ -97,9 +96,13 @@ operations = st.lists(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(ops=operations, queue_size=st.integers(min_value=1, max_value=40), hang=st.booleans())
-def test_conservation_no_duplicates_order_kept(ops: list[tuple[str, int, str]], queue_size: int, hang: bool) -> None:
+def test_conservation_no_duplicates_order_kept(
+    ops: list[tuple[str, int, str]], queue_size: int, hang: bool
+) -> None:
     """delivered + dropped == recorded, nothing is delivered twice, each run stays in order."""
     gate = GateExporter()
     client = taskscope.Client([gate], max_queue_size=queue_size, max_batch_size=7)
@@ -396,5 +399,3 @@ def test_all_pipelines_lists_live_clients() -> None:
     assert client._pipeline in _pipeline.all_pipelines()
     client.shutdown()
     assert client._pipeline not in _pipeline.all_pipelines()
-
-

@@ -18,8 +18,19 @@ SECRETS = ("sk-live-abc123", "hunter2-db", "Bearer-ey-token-9", "cookie-val-77")
 @pytest.mark.parametrize(
     "key",
     [
-        "api_key", "apiKey", "X-API-Key", "Authorization", "db_password", "passwd", "client_secret",
-        "access_token", "refreshToken", "token", "session_cookie", "credentials", "private_key",
+        "api_key",
+        "apiKey",
+        "X-API-Key",
+        "Authorization",
+        "db_password",
+        "passwd",
+        "client_secret",
+        "access_token",
+        "refreshToken",
+        "token",
+        "session_cookie",
+        "credentials",
+        "private_key",
     ],
 )
 def test_secret_keys_are_recognised(key: str) -> None:
@@ -29,8 +40,20 @@ def test_secret_keys_are_recognised(key: str) -> None:
 
 @pytest.mark.parametrize(
     "key",
-    ["input_tokens", "output_tokens", "max_tokens", "token_count", "tokenizer", "authors",
-     "author", "secretary", "tokens", "total_tokens", "cache_read_tokens", "token_type"],
+    [
+        "input_tokens",
+        "output_tokens",
+        "max_tokens",
+        "token_count",
+        "tokenizer",
+        "authors",
+        "author",
+        "secretary",
+        "tokens",
+        "total_tokens",
+        "cache_read_tokens",
+        "token_type",
+    ],
 )
 def test_data_keys_are_not_secret(key: str) -> None:
     """Token counts, authors and the like are data the timeline needs."""
@@ -49,11 +72,20 @@ def test_secrets_at_any_depth_never_reach_any_exporter(tmp_path: Path) -> None:
 
     @taskscope.task("connect")
     def connect(settings: list[Any]) -> None:
-        raise ConnectionError("login failed for db_password=hunter2-db with api_key: sk-live-abc123")
+        raise ConnectionError(
+            "login failed for db_password=hunter2-db with api_key: sk-live-abc123"
+        )
 
     with client.start_run(input={"nested": [{"deeper": {"db_password": "hunter2-db"}}]}) as run:
         call_api({"service": {"auth": {"api_key": "sk-live-abc123"}}}, api_key="sk-live-abc123")
-        run.emit("http.sent", {"request": {"headers": {"Cookie": "cookie-val-77", "Authorization": "Bearer-ey-token-9"}}})
+        run.emit(
+            "http.sent",
+            {
+                "request": {
+                    "headers": {"Cookie": "cookie-val-77", "Authorization": "Bearer-ey-token-9"}
+                }
+            },
+        )
         run.emit_llm_response("model", "ok", usage={"input_tokens": 5, "output_tokens": 2})
         with pytest.raises(ConnectionError):
             connect([{"db_password": "hunter2-db"}])
@@ -75,7 +107,9 @@ def test_secrets_at_any_depth_never_reach_any_exporter(tmp_path: Path) -> None:
     assert failed.error.traceback is not None and "hunter2" not in failed.error.traceback
 
 
-def test_user_patterns_are_added_to_the_defaults(taskscope_capture: taskscope.testing.Capture) -> None:
+def test_user_patterns_are_added_to_the_defaults(
+    taskscope_capture: taskscope.testing.Capture,
+) -> None:
     """configure(redact_patterns=...) adds keys; the defaults still apply."""
     taskscope.configure(redact_patterns=[r"ssn"])
 
@@ -104,7 +138,9 @@ def test_callback_sees_every_captured_value(taskscope_capture: taskscope.testing
     assert taskscope_capture.task("take").output == {"email": "<email>"}
 
 
-def test_failing_callback_drops_the_value(taskscope_capture: taskscope.testing.Capture, caplog: pytest.LogCaptureFixture) -> None:
+def test_failing_callback_drops_the_value(
+    taskscope_capture: taskscope.testing.Capture, caplog: pytest.LogCaptureFixture
+) -> None:
     """If the callback raises, the value is replaced, never sent raw, and the call goes on."""
 
     def broken(value: Any) -> Any:
@@ -121,6 +157,8 @@ def test_failing_callback_drops_the_value(taskscope_capture: taskscope.testing.C
 
 def test_scrub_text_keeps_the_message_readable() -> None:
     """Free text keeps its words; only the secret values go."""
-    text = Redactor().scrub_text('failed: {"password": "pw1", "user": "ada"} token=abc Bearer abcdefghijkl')
+    text = Redactor().scrub_text(
+        'failed: {"password": "pw1", "user": "ada"} token=abc Bearer abcdefghijkl'
+    )
     assert "pw1" not in text and "abc " not in text and "abcdefghijkl" not in text
     assert '"user": "ada"' in text and text.startswith("failed:")

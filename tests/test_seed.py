@@ -72,7 +72,9 @@ def test_events_before_start_task_come_first_in_every_exporter(tmp_path: Path) -
     client.shutdown()
 
 
-def test_skip_and_fail_end_tasks_as_the_seed_describes(client: taskscope.Client, memory: InMemoryExporter) -> None:
+def test_skip_and_fail_end_tasks_as_the_seed_describes(
+    client: taskscope.Client, memory: InMemoryExporter
+) -> None:
     """complete/fail/skip give completed/failed/skipped; fail keeps the message."""
     run = client.start_run()
     fetch = run.start_task("fetch-data", input={"url": "https://api.example.com"})
@@ -88,7 +90,9 @@ def test_skip_and_fail_end_tasks_as_the_seed_describes(client: taskscope.Client,
     assert by_name["lookup"].status == "skipped"
 
 
-def test_independent_tasks_finish_in_any_order(client: taskscope.Client, memory: InMemoryExporter) -> None:
+def test_independent_tasks_finish_in_any_order(
+    client: taskscope.Client, memory: InMemoryExporter
+) -> None:
     """Two tasks started together may complete in either order."""
     run = client.start_run()
     users = run.start_task("fetch-users")
@@ -108,7 +112,7 @@ def call_model(prompt: str) -> str:
 
 def test_sdk_readme_context_manager_snippet(memory: InMemoryExporter) -> None:
     """The SDK README's `with aos.start_run(...)` snippet runs with taskscope.Client as AgentOS."""
-    AgentOS = taskscope.Client  # noqa: N806 - "from taskscope import Client as AgentOS"
+    AgentOS = taskscope.Client
     prompt = "classify"
 
     aos = AgentOS(exporters=[memory])
@@ -143,7 +147,7 @@ def test_sdk_readme_context_manager_snippet(memory: InMemoryExporter) -> None:
 
 def test_sdk_readme_manual_end_snippet(memory: InMemoryExporter) -> None:
     """The SDK README's try/complete/except/fail snippet runs unchanged but for the import."""
-    AgentOS = taskscope.Client  # noqa: N806
+    AgentOS = taskscope.Client
     aos = AgentOS(exporters=[memory])
 
     run = aos.start_run(input={"batch": "2026-09-22"}, external_run_id="nightly-2026-09-22")
@@ -154,13 +158,16 @@ def test_sdk_readme_manual_end_snippet(memory: InMemoryExporter) -> None:
         run.fail(str(exc))
         raise
 
-    failing = aos.start_run(input={"batch": "2026-09-23"})
-    with pytest.raises(RuntimeError):
+    def nightly_job(batch: str) -> None:
+        run = aos.start_run(input={"batch": batch})
         try:
-            raise RuntimeError("disk full")
+            raise RuntimeError("disk full")  # do the work
         except Exception as exc:
-            failing.fail(str(exc))
+            run.fail(str(exc))
             raise
+
+    with pytest.raises(RuntimeError):
+        nightly_job("2026-09-23")
     assert aos.flush()
     by_input = {r.input["batch"]: r for r in memory.runs}
     assert by_input["2026-09-22"].status == "completed"
@@ -171,7 +178,9 @@ def test_sdk_readme_manual_end_snippet(memory: InMemoryExporter) -> None:
     aos.shutdown()
 
 
-def test_run_with_block_fails_with_traceback_when_the_block_raises(client: taskscope.Client, memory: InMemoryExporter) -> None:
+def test_run_with_block_fails_with_traceback_when_the_block_raises(
+    client: taskscope.Client, memory: InMemoryExporter
+) -> None:
     """A run used as a context manager fails, with type and traceback, if its block raises."""
     with pytest.raises(ValueError, match="bad invoice"), client.start_run(input={"id": 1}):
         raise ValueError("bad invoice")

@@ -6,6 +6,7 @@ buffer, so several processes (a forked worker, say) can share one file without t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -34,7 +35,5 @@ class JSONLExporter(BaseExporter):
             data = data[written:]
 
     def shutdown(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             os.close(self._fd)
-        except OSError:
-            pass
