@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from ._capture import CaptureLimits
 from ._client import Client, Run, Span, Task
-from ._config import configure
+from ._config import configure, flush
 from ._decorator import current_run, current_task, emit, run, task
 from ._errors import ConfigurationError, StateError, TaskscopeError
 from ._model import ErrorInfo, EventRecord, Record, RunRecord, TaskRecord
@@ -53,6 +53,7 @@ __all__ = [
     "current_run",
     "current_task",
     "emit",
+    "flush",
     "inject",
     "run",
     "task",

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from . import _context, _ids
 from ._config import exporters_from_env, settings
+from ._convert import EVENT, RUN_END, RUN_START, TASK_END, TASK_START, PendingError
 from ._errorinfo import exception_message
 from ._errors import StateError
 from ._internal import internal_error, warn_once
 from ._model import LEVELS, ErrorInfo
-from ._pipeline import EVENT, RUN_END, RUN_START, TASK_END, TASK_START, PendingError, Pipeline
+from ._pipeline import Pipeline
 
 if TYPE_CHECKING:
     from ._scope import TaskScope
@@ -44,25 +45,16 @@ def _usage_counts(usage: Mapping[str, Any] | None) -> dict[str, int]:
 class Task:
     """One step within a run. Ends exactly once: completed, failed or skipped."""
 
-    __slots__ = (
-        "__weakref__",
-        "_id",
-        "_managed",
-        "_metadata",
-        "_n",
-        "_seq",
-        "_skip_reason",
-        "input",
-        "kind",
-        "name",
-        "output",
-        "parent",
-        "run",
-        "start_ns",
-        "status",
-    )
-
+    # No __slots__: a task is made on the hot path, and class-level defaults mean the
+    # constructor sets only what differs (an instance dict costs nothing until then).
     recording = True
+    status = "running"
+    output: Any = None
+    kind = "task"
+    _id: str | None = None
+    _metadata: dict[str, Any] | None = None
+    _skip_reason: str | None = None
+    _managed = False
     _seq: int  # the position of its start in the run's stream; set by the dispatcher
 
     def __init__(
@@ -71,22 +63,21 @@ class Task:
         parent: Task | None,
         name: str,
         input: Any,
-        metadata: dict[str, Any] | None,
-        kind: str,
-        managed: bool,
+        metadata: dict[str, Any] | None = None,
+        kind: str = "task",
+        managed: bool = False,
     ) -> None:
         self._n = _next_number()
-        self._id: str | None = None
         self.run = run
         self.parent = parent
         self.name = name
         self.input = input
-        self.output: Any = None
-        self._metadata = metadata
-        self.kind = kind
-        self._skip_reason: str | None = None
-        self._managed = managed
-        self.status = "running"
+        if metadata is not None:
+            self._metadata = metadata
+        if kind != "task":
+            self.kind = kind
+        if managed:
+            self._managed = True
         self.start_ns = _time_ns()
 
     # -- identity and state ---------------------------------------------------------------
@@ -679,7 +670,6 @@ class NoopRun(Run):
 class NoopTask(Task):
     """The current task when nothing is recorded."""
 
-    __slots__ = ()
     recording = False
 
     def __init__(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -149,6 +150,17 @@ def configure(
             previous, _default_client = _default_client, Client(exporters)
         if previous is not None:
             previous.shutdown(timeout=1.0)
+
+
+def flush(timeout: float = 5.0) -> bool:
+    """Flush every client in the process (the default one included); True if all delivered."""
+    from ._pipeline import all_pipelines
+
+    deadline = time.monotonic() + timeout
+    delivered = True
+    for pipeline in all_pipelines():
+        delivered = pipeline.flush(max(0.0, deadline - time.monotonic())) and delivered
+    return delivered
 
 
 def default_client() -> Client:

@@ -10,21 +10,24 @@ classmethods, staticmethods and callable objects bind as they would undecorated,
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from typing import Any, TypeVar, cast, overload
 
 import wrapt
 
 from . import _context
+from ._capture import PLAIN_TYPES
 from ._client import NOOP_TASK, Run, Task
 from ._config import settings
+from ._convert import TASK_END, TASK_START
 from ._internal import internal_error, warn_once
-from ._pipeline import TASK_START
 from ._redact import REDACTED
 from ._scope import Frame, TaskScope, begin_run, begin_task, fail, finish
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+_time_ns = time.time_ns
 _get_task = _context.get_current_task
 _get_run = _context.get_current_run
 _set_task = _context.current_task_var.set
@@ -47,6 +50,7 @@ class _Binder:
             if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)
         ]
         self.positional = tuple(positional)
+        self.positional_count = len(positional)
         self.after_first = tuple(positional[1:])  # when wrapt passes self/cls as ``instance``
         self.var_positional = next(
             (p.name for p in parameters if p.kind is kinds.VAR_POSITIONAL), None
@@ -113,21 +117,34 @@ class _Spec:
         self.kind = kind
         self.binder = _Binder(fn)
         self._redactor: Any = None
+        self._capturer: Any = None  # set once the fast path is known to be safe
         self._secret_params: tuple[str, ...] = ()
 
     def captured_input(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not self.capture_input:
             return None
-        bound = self.binder.bind(instance, args, kwargs)
+        binder = self.binder
         capturer = settings.capturer
+        if (
+            capturer is self._capturer
+            and not kwargs
+            and instance is None
+            and len(args) == binder.positional_count
+        ):
+            # The common call: every parameter passed by position, no secret names, nothing
+            # to ignore or process. One dict and a type check per value.
+            return capturer.arguments(dict(zip(binder.positional, args, strict=True)))
+        bound = binder.bind(instance, args, kwargs)
         if self.process_input is not None:
             return capturer.value(_processed(self.process_input, bound, "process_input"))
         for key in self.ignore:
             bound.pop(key, None)
         redactor = capturer.redactor
         if redactor is not self._redactor:  # parameter names are checked once per redactor
-            self._secret_params = tuple(n for n in self.binder.names if redactor.is_secret_key(n))
+            self._secret_params = tuple(n for n in binder.names if redactor.is_secret_key(n))
             self._redactor = redactor
+            simple = not self._secret_params and not self.ignore and self.process_input is None
+            self._capturer = capturer if simple and not binder.var_positional else None
         for key in self._secret_params:
             if key in bound:
                 bound[key] = REDACTED
@@ -218,6 +235,8 @@ def _sync_task_wrapper(spec: _Spec) -> Callable[..., Any]:
     opener = _TaskOpener(spec)
     name = spec.name
     kind = spec.kind
+    capture_output = spec.capture_output
+    process_output = spec.process_output
     generic = _sync_wrapper(opener)
 
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -249,7 +268,15 @@ def _sync_task_wrapper(spec: _Spec) -> Callable[..., Any]:
             raise
         _reset_task(token)
         try:
-            task._finish_managed(spec.captured_output(result))
+            if capture_output and type(result) in PLAIN_TYPES and process_output is None:
+                output = result
+            else:
+                output = spec.captured_output(result)
+            if task.status == "running" and task._skip_reason is None and task._metadata is None:
+                task.status = "completed"
+                run._put((TASK_END, task, "completed", output, None, _time_ns(), None))
+            else:
+                task._finish_managed(output)
         except Exception:
             internal_error("task-end")
         return result

@@ -10,7 +10,7 @@ from ._model import ErrorInfo
 
 if TYPE_CHECKING:
     from ._capture import Capturer
-    from ._pipeline import PendingError
+    from ._convert import PendingError
 
 TRACEBACK_LIMIT = 20_000
 

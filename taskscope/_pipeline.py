@@ -20,16 +20,14 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import _context, _ids
+from . import _context
+from ._convert import CONTROL, EVENT, convert
 from ._internal import internal_error, logger, warn_once
-from ._model import ErrorInfo, EventRecord, Record, RunRecord, TaskRecord
+from ._model import EventRecord, Record
 
 if TYPE_CHECKING:
-    from ._client import Run, Task
     from .exporters._base import Exporter
 
-# Op codes: the first item of every tuple on the intake.
-RUN_START, RUN_END, TASK_START, TASK_END, EVENT, CONTROL = range(6)
 LOW_LEVELS = frozenset({"debug", "info"})
 
 
@@ -39,20 +37,6 @@ def _is_low_op(op: tuple[Any, ...]) -> bool:
 
 def _is_low_record(record: Any) -> bool:
     return type(record) is EventRecord and record.level in LOW_LEVELS
-
-
-class PendingError:
-    """An exception waiting to be turned into an ErrorInfo off the caller's thread."""
-
-    __slots__ = ("detail", "exc", "message", "traceback")
-
-    def __init__(self, exc: BaseException, message: str, detail: Any = None) -> None:
-        self.exc = exc
-        # The traceback as it is now: as the exception travels on, Python links new entries in
-        # front of this one, but this chain itself stays what it was when the task failed.
-        self.traceback = exc.__traceback__
-        self.message = message
-        self.detail = detail
 
 
 class _Barrier:
@@ -153,9 +137,13 @@ class _Lane:
 
     def offer(self, records: Sequence[Record]) -> None:
         with self.ready:
-            offer = self.queue.offer_locked
-            for record in records:
-                offer(record)
+            queue = self.queue
+            if len(queue.items) + queue.in_flight + len(records) <= queue.maxsize:
+                queue.items.extend(records)
+            else:
+                offer = queue.offer_locked
+                for record in records:
+                    offer(record)
             self.ready.notify()
 
     def add_barrier(self, barrier: _Barrier) -> None:
@@ -342,24 +330,19 @@ class Pipeline:
         while self._items:
             with intake.lock:
                 ops = intake.take_locked(self.max_batch_size)
-            records: list[Record] = []
-            for op in ops:
+                intake.in_flight = 0  # the intake's bound counts queued ops only
+            segment_start = 0
+            for index, op in enumerate(ops):
                 if op[0] == CONTROL:
-                    self._deliver(records)
-                    records = []
+                    self._deliver(convert(ops[segment_start:index]))
+                    segment_start = index + 1
                     op[1]()
-                    continue
-                try:
-                    records.append(_CONVERTERS[op[0]](op))
-                except Exception:
-                    internal_error("convert")
-            self._deliver(records)
-            intake.in_flight = 0
+            self._deliver(convert(ops[segment_start:] if segment_start else ops))
 
     def _deliver(self, records: list[Record]) -> None:
         if not records:
             return
-        self._dispatched += len(records)
+        self._dispatched += len(records)  # records, after collapsing start+end pairs
         for lane in self._lanes:
             lane.ensure_alive()
             lane.offer(records)
@@ -440,125 +423,6 @@ class Pipeline:
             "exporters": lanes,
         }
 
-
-# -- converting ops into records (the dispatcher's thread only) -----------------------------
-
-
-def _next_seq(run: Run) -> int:
-    seq: int = run._seq
-    run._seq = seq + 1
-    return seq
-
-
-def _convert_run_start(op: tuple[Any, ...]) -> Record:
-    run: Run = op[1]
-    seq = run._start_seq = _next_seq(run)
-    return RunRecord(
-        id=run.id,
-        name=run.name,
-        status="running",
-        start_ns=run.start_ns,
-        seq=seq,
-        input=run.input,
-        metadata=dict(run.metadata),
-        tags=list(run.tags),
-        external_run_id=run.external_run_id,
-        parent_run_id=run.parent_run_id,
-    )
-
-
-def _convert_run_end(op: tuple[Any, ...]) -> Record:
-    _, run, status, output, error, usage, end_ns = op
-    return RunRecord(
-        id=run.id,
-        name=run.name,
-        status=status,
-        start_ns=run.start_ns,
-        seq=getattr(run, "_start_seq", 0),
-        input=run.input,
-        output=output,
-        error=_error_info(error),
-        end_ns=end_ns,
-        end_seq=_next_seq(run),
-        metadata=dict(run.metadata),
-        tags=list(run.tags),
-        external_run_id=run.external_run_id,
-        parent_run_id=run.parent_run_id,
-        usage=usage,
-    )
-
-
-def _convert_task_start(op: tuple[Any, ...]) -> Record:
-    task: Task = op[1]
-    seq = task._seq = _next_seq(task.run)
-    parent = task.parent
-    return TaskRecord(
-        id=task.id,
-        run_id=task.run.id,
-        parent_id=parent.id if parent is not None else None,
-        name=task.name,
-        status="running",
-        start_ns=task.start_ns,
-        seq=seq,
-        input=task.input,
-        metadata=dict(task.metadata) if task.metadata else {},
-        kind=task.kind,
-    )
-
-
-def _convert_task_end(op: tuple[Any, ...]) -> Record:
-    _, task, status, output, error, end_ns, metadata = op
-    parent = task.parent
-    end_seq = _next_seq(task.run)
-    return TaskRecord(
-        id=task.id,
-        run_id=task.run.id,
-        parent_id=parent.id if parent is not None else None,
-        name=task.name,
-        status=status,
-        start_ns=task.start_ns,
-        seq=getattr(task, "_seq", end_seq),
-        input=task.input,
-        output=output,
-        error=_error_info(error),
-        end_ns=end_ns,
-        end_seq=end_seq,
-        metadata=metadata if metadata is not None else {},
-        kind=task.kind,
-    )
-
-
-def _convert_event(op: tuple[Any, ...]) -> Record:
-    _, run, task, type_, level, payload, occurred_ns, number = op
-    return EventRecord(
-        id=_ids.format_id(number),
-        run_id=run.id,
-        task_id=task.id if task is not None else None,
-        type=type_,
-        level=level,
-        payload=payload,
-        occurred_ns=occurred_ns,
-        seq=_next_seq(run),
-    )
-
-
-def _error_info(error: Any) -> ErrorInfo | None:
-    if error is None or type(error) is ErrorInfo:
-        return error
-    assert type(error) is PendingError
-    from ._config import settings
-    from ._errorinfo import describe_exception
-
-    return describe_exception(error, settings.capturer)
-
-
-_CONVERTERS: dict[int, Callable[[tuple[Any, ...]], Record]] = {
-    RUN_START: _convert_run_start,
-    RUN_END: _convert_run_end,
-    TASK_START: _convert_task_start,
-    TASK_END: _convert_task_end,
-    EVENT: _convert_event,
-}
 
 # -- every pipeline in the process: exit flush, fork, test taps ------------------------------
 

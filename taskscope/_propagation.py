@@ -31,8 +31,6 @@ RUN_NAME_HEADER = "taskscope-run-name"
 class RemoteTask(Task):
     """The parent task of an attached block: it lives in another process, which ends it."""
 
-    __slots__ = ()
-
     def _check_open(self, action: str) -> None:
         raise StateError(
             f"Cannot {action} task {self.id}: it was started in another process and is only "

@@ -19,7 +19,7 @@ class Exporter(Protocol):
         """Push out anything buffered; True when done."""
 
     def shutdown(self) -> None:
-        """Release resources; called once, on the exporter's thread, after the last batch."""
+        """Release resources; called once after the last batch, by the thread shutting down."""
 
 
 class BaseExporter:

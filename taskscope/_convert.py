@@ -1,0 +1,187 @@
+"""Turning intake ops into records, on the dispatcher's thread.
+
+Sequence numbers are handed out here, in intake order, so they follow the order of the calls
+across threads. A task whose start and end are in the same segment of the intake becomes one
+record (its final state, at the position of its start, with ``end_seq`` set): short tasks cost
+one record instead of two, and every exporter still sees it after the events that preceded it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._internal import internal_error
+from ._model import ErrorInfo, EventRecord, Record, RunRecord, TaskRecord
+
+if TYPE_CHECKING:
+    from ._client import Run
+
+# Op codes: the first item of every tuple on the intake.
+RUN_START, RUN_END, TASK_START, TASK_END, EVENT, CONTROL = range(6)
+
+
+class PendingError:
+    """An exception waiting to be turned into an ErrorInfo off the caller's thread."""
+
+    __slots__ = ("detail", "exc", "message", "traceback")
+
+    def __init__(self, exc: BaseException, message: str, detail: Any = None) -> None:
+        self.exc = exc
+        # The traceback as it is now: as the exception travels on, Python links new entries in
+        # front of this one, but this chain itself stays what it was when the task failed.
+        self.traceback = exc.__traceback__
+        self.message = message
+        self.detail = detail
+
+
+def _next_seq(run: Run) -> int:
+    seq: int = run._seq
+    run._seq = seq + 1
+    return seq
+
+
+def convert(ops: list[tuple[Any, ...]]) -> list[Record]:
+    """Records for a run of ops with no control op among them, in order."""
+    ended = {id(op[1]): op for op in ops if op[0] == TASK_END}
+    collapsed: dict[int, TaskRecord] = {}
+    records: list[Record] = []
+    append = records.append
+    for op in ops:
+        try:
+            code = op[0]
+            if code == EVENT:
+                append(_event(op))
+            elif code == TASK_START:
+                task = op[1]
+                end = ended.get(id(task))
+                record = _task(task, end, _next_seq(task.run))
+                if end is not None:
+                    collapsed[id(task)] = record
+                append(record)
+            elif code == TASK_END:
+                task = op[1]
+                early = collapsed.pop(id(task), None)
+                if early is not None:
+                    early.end_seq = _next_seq(task.run)
+                else:
+                    start_seq = getattr(task, "_seq", None)
+                    end_seq = _next_seq(task.run)
+                    # A start dropped from a full queue leaves the task placed at its end.
+                    record = _task(task, op, end_seq if start_seq is None else start_seq)
+                    record.end_seq = end_seq
+                    append(record)
+            elif code == RUN_START:
+                append(_run_start(op[1]))
+            elif code == RUN_END:
+                append(_run_end(op))
+        except Exception:
+            internal_error("convert")
+    return records
+
+
+def _task(task: Any, end: tuple[Any, ...] | None, seq: int) -> TaskRecord:
+    task._seq = seq
+    parent = task.parent
+    if end is None:
+        meta = task._metadata
+        return TaskRecord(
+            task.id,
+            task.run.id,
+            parent.id if parent is not None else None,
+            task.name,
+            "running",
+            task.start_ns,
+            seq,
+            task.input,
+            None,
+            None,
+            None,
+            None,
+            dict(meta) if meta else {},
+            task.kind,
+        )
+    _, _, status, output, error, end_ns, metadata = end
+    return TaskRecord(
+        task.id,
+        task.run.id,
+        parent.id if parent is not None else None,
+        task.name,
+        status,
+        task.start_ns,
+        seq,
+        task.input,
+        output,
+        _error_info(error) if error is not None else None,
+        end_ns,
+        None,
+        metadata if metadata is not None else {},
+        task.kind,
+    )
+
+
+def _event(op: tuple[Any, ...]) -> EventRecord:
+    _, run, task, type_, level, payload, occurred_ns, number = op
+    from ._ids import format_id
+
+    return EventRecord(
+        format_id(number),
+        run.id,
+        task.id if task is not None else None,
+        type_,
+        level,
+        payload,
+        occurred_ns,
+        _next_seq(run),
+    )
+
+
+def _run_start(run: Run) -> RunRecord:
+    seq = run._start_seq = _next_seq(run)
+    return RunRecord(
+        run.id,
+        run.name,
+        "running",
+        run.start_ns,
+        seq,
+        run.input,
+        None,
+        None,
+        None,
+        None,
+        dict(run.metadata),
+        list(run.tags),
+        run.external_run_id,
+        run.parent_run_id,
+        {},
+    )
+
+
+def _run_end(op: tuple[Any, ...]) -> RunRecord:
+    _, run, status, output, error, usage, end_ns = op
+    return RunRecord(
+        run.id,
+        run.name,
+        status,
+        run.start_ns,
+        getattr(run, "_start_seq", 0),
+        run.input,
+        output,
+        _error_info(error) if error is not None else None,
+        end_ns,
+        _next_seq(run),
+        dict(run.metadata),
+        list(run.tags),
+        run.external_run_id,
+        run.parent_run_id,
+        usage,
+    )
+
+
+def _error_info(error: ErrorInfo | PendingError) -> ErrorInfo:
+    if type(error) is ErrorInfo:
+        return error
+    assert isinstance(error, PendingError)
+    from ._config import settings
+    from ._errorinfo import describe_exception
+
+    return describe_exception(error, settings.capturer)
