@@ -23,6 +23,9 @@ from ._redact import REDACTED, Redactor
 
 # Values that are JSON as they are and cost nothing to keep.
 PLAIN_TYPES: frozenset[type] = frozenset({int, bool, type(None)})
+# Values that cannot change after the call: the caller's thread may hand them to the
+# pipeline as they are, and their capture (a long string cut, a NaN named) happens there.
+IMMUTABLE_SCALARS: frozenset[type] = frozenset({int, bool, type(None), float, str})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -88,6 +91,10 @@ class Capturer:
         if self.redactor.callback is not None:
             return self.redactor.apply_callback(bound)  # type: ignore[no-any-return]
         return bound
+
+    def deferred_arguments(self, names: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+        """Capture arguments the caller handed over uncaptured (all immutable scalars)."""
+        return self.arguments(dict(zip(names, args, strict=False)))
 
     def text(self, text: str, limit: int | None = None) -> str:
         """Scrub secrets from free text (error messages, tracebacks) and bound its length."""

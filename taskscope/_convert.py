@@ -10,14 +10,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import _ids
+from ._config import settings
 from ._internal import internal_error
 from ._model import ErrorInfo, EventRecord, Record, RunRecord, TaskRecord
 
 if TYPE_CHECKING:
     from ._client import Run
 
-# Op codes: the first item of every tuple on the intake.
-RUN_START, RUN_END, TASK_START, TASK_END, EVENT, CONTROL = range(6)
+# Op codes: the first item of every tuple on the intake. TASK_END_RAW is a task end whose
+# output is an immutable scalar not yet captured (the hot path leaves that to the dispatcher).
+RUN_START, RUN_END, TASK_START, TASK_END, EVENT, CONTROL, TASK_END_RAW = range(7)
+_ENDS = (TASK_END, TASK_END_RAW)
 
 
 class PendingError:
@@ -42,34 +46,58 @@ def _next_seq(run: Run) -> int:
 
 def convert(ops: list[tuple[Any, ...]]) -> list[Record]:
     """Records for a run of ops with no control op among them, in order."""
-    ended = {id(op[1]): op for op in ops if op[0] == TASK_END}
-    collapsed: dict[int, TaskRecord] = {}
+    ended: dict[Any, tuple[Any, ...]] = {}
+    for op in ops:
+        if op[0] in _ENDS:
+            ended[op[1]] = op
+    collapsed: dict[Any, TaskRecord] = {}
     records: list[Record] = []
     append = records.append
+    capture = settings.capturer.value
+    prefix = _ids.current_prefix()
     for op in ops:
         try:
             code = op[0]
-            if code == EVENT:
-                append(_event(op))
-            elif code == TASK_START:
+            if code == TASK_START:
                 task = op[1]
-                end = ended.get(id(task))
-                record = _task(task, end, _next_seq(task.run))
+                run = task.run
+                seq = task._seq = run._seq
+                run._seq = seq + 1
+                end = ended.get(task)
+                record = _task(task, run, end, seq, prefix, capture)
                 if end is not None:
-                    collapsed[id(task)] = record
+                    collapsed[task] = record
                 append(record)
-            elif code == TASK_END:
+            elif code == EVENT:
+                _, run, task, type_, level, payload, occurred_ns, number = op
+                seq = run._seq
+                run._seq = seq + 1
+                append(
+                    EventRecord(
+                        f"{prefix}{number:012x}",
+                        run._id or run.id,
+                        task.id if task is not None else None,
+                        type_,
+                        level,
+                        payload,
+                        occurred_ns,
+                        seq,
+                    )
+                )
+            elif code in _ENDS:
                 task = op[1]
-                early = collapsed.pop(id(task), None)
+                run = task.run
+                end_seq = run._seq
+                run._seq = end_seq + 1
+                early = collapsed.pop(task, None)
                 if early is not None:
-                    early.end_seq = _next_seq(task.run)
-                else:
-                    start_seq = getattr(task, "_seq", None)
-                    end_seq = _next_seq(task.run)
-                    # A start dropped from a full queue leaves the task placed at its end.
-                    record = _task(task, op, end_seq if start_seq is None else start_seq)
-                    record.end_seq = end_seq
-                    append(record)
+                    early.end_seq = end_seq
+                    continue
+                # A start dropped from a full queue leaves the task placed at its end.
+                start_seq = getattr(task, "_seq", end_seq)
+                record = _task(task, run, op, start_seq, prefix, capture)
+                record.end_seq = end_seq
+                append(record)
             elif code == RUN_START:
                 append(_run_start(op[1]))
             elif code == RUN_END:
@@ -79,31 +107,30 @@ def convert(ops: list[tuple[Any, ...]]) -> list[Record]:
     return records
 
 
-def _task(task: Any, end: tuple[Any, ...] | None, seq: int) -> TaskRecord:
-    task._seq = seq
+def _task(
+    task: Any, run: Any, end: tuple[Any, ...] | None, seq: int, prefix: str, capture: Any
+) -> TaskRecord:
+    ident = task._id
+    if ident is None:
+        ident = task._id = f"{prefix}{task._n:012x}"
     parent = task.parent
+    status: Any
     if end is None:
         meta = task._metadata
-        return TaskRecord(
-            task.id,
-            task.run.id,
-            parent.id if parent is not None else None,
-            task.name,
-            "running",
-            task.start_ns,
-            seq,
-            task.input,
-            None,
-            None,
-            None,
-            None,
-            dict(meta) if meta else {},
-            task.kind,
-        )
-    _, _, status, output, error, end_ns, metadata = end
+        status = "running"
+        output = error = end_ns = None
+        metadata = dict(meta) if meta else {}
+    else:
+        code, _, status, output, error, end_ns, metadata = end
+        if code == TASK_END_RAW:
+            output = capture(output)
+        if error is not None:
+            error = _error_info(error)
+        if metadata is None:
+            metadata = {}
     return TaskRecord(
-        task.id,
-        task.run.id,
+        ident,
+        run._id or run.id,
         parent.id if parent is not None else None,
         task.name,
         status,
@@ -111,27 +138,11 @@ def _task(task: Any, end: tuple[Any, ...] | None, seq: int) -> TaskRecord:
         seq,
         task.input,
         output,
-        _error_info(error) if error is not None else None,
+        error,
         end_ns,
         None,
-        metadata if metadata is not None else {},
+        metadata,
         task.kind,
-    )
-
-
-def _event(op: tuple[Any, ...]) -> EventRecord:
-    _, run, task, type_, level, payload, occurred_ns, number = op
-    from ._ids import format_id
-
-    return EventRecord(
-        format_id(number),
-        run.id,
-        task.id if task is not None else None,
-        type_,
-        level,
-        payload,
-        occurred_ns,
-        _next_seq(run),
     )
 
 
@@ -181,7 +192,6 @@ def _error_info(error: ErrorInfo | PendingError) -> ErrorInfo:
     if type(error) is ErrorInfo:
         return error
     assert isinstance(error, PendingError)
-    from ._config import settings
     from ._errorinfo import describe_exception
 
     return describe_exception(error, settings.capturer)

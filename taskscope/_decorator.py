@@ -17,10 +17,10 @@ from typing import Any, TypeVar, cast, overload
 import wrapt
 
 from . import _context
-from ._capture import PLAIN_TYPES
+from ._capture import IMMUTABLE_SCALARS
 from ._client import NOOP_TASK, Run, Task
 from ._config import settings
-from ._convert import TASK_END, TASK_START
+from ._convert import TASK_END_RAW, TASK_START
 from ._internal import internal_error, warn_once
 from ._redact import REDACTED
 from ._scope import Frame, TaskScope, begin_run, begin_task, fail, finish
@@ -132,7 +132,10 @@ class _Spec:
             and len(args) == binder.positional_count
         ):
             # The common call: every parameter passed by position, no secret names, nothing
-            # to ignore or process. One dict and a type check per value.
+            # to ignore or process. Immutable scalars are handed over as they are, to be
+            # captured off the caller's thread; anything else is captured now.
+            if IMMUTABLE_SCALARS.issuperset(map(type, args)):
+                return (binder.positional, args)
             return capturer.arguments(dict(zip(binder.positional, args, strict=True)))
         bound = binder.bind(instance, args, kwargs)
         if self.process_input is not None:
@@ -268,15 +271,19 @@ def _sync_task_wrapper(spec: _Spec) -> Callable[..., Any]:
             raise
         _reset_task(token)
         try:
-            if capture_output and type(result) in PLAIN_TYPES and process_output is None:
-                output = result
-            else:
-                output = spec.captured_output(result)
-            if task.status == "running" and task._skip_reason is None and task._metadata is None:
+            if (
+                type(result) in IMMUTABLE_SCALARS
+                and capture_output
+                and process_output is None
+                and task.status == "running"
+                and task._skip_reason is None
+                and task._metadata is None
+            ):
+                # Completed with a scalar: handed over as it is, captured off this thread.
                 task.status = "completed"
-                run._put((TASK_END, task, "completed", output, None, _time_ns(), None))
+                run._put((TASK_END_RAW, task, "completed", result, None, _time_ns(), None))
             else:
-                task._finish_managed(output)
+                task._finish_managed(spec.captured_output(result))
         except Exception:
             internal_error("task-end")
         return result

@@ -28,6 +28,11 @@ def format_id(number: int) -> str:
     return f"{_prefix}{number:012x}"
 
 
+def current_prefix() -> str:
+    """The prefix of ids made now (it changes in a forked child)."""
+    return _prefix
+
+
 def _reseed() -> None:
     global _prefix
     _prefix = _new_prefix()

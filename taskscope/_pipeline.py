@@ -217,9 +217,8 @@ class _Lane:
         barrier.arrive(clean and flushed)
 
     def pending(self) -> int:
-        return sum(1 for item in self.queue.items if type(item) is not _Barrier) + (
-            self.queue.in_flight
-        )
+        items = self.queue.items.copy()  # in C, without releasing the GIL
+        return sum(1 for item in items if type(item) is not _Barrier) + self.queue.in_flight
 
     def stop(self) -> None:
         with self.ready:
@@ -299,7 +298,8 @@ class Pipeline:
         else:
             with self._intake.lock:
                 self._intake.offer_locked(op)
-            self._wake.set()
+            if not self._wake.is_set():
+                self._wake.set()
 
     def _control(self, action: Callable[[], None]) -> None:
         self._items.append((CONTROL, action))  # control ops are never dropped
@@ -415,7 +415,8 @@ class Pipeline:
     def stats(self) -> dict[str, Any]:
         lanes = {lane.name: lane.stats() for lane in self._lanes}
         intake_dropped = self._intake.dropped
-        queued = sum(1 for op in self._items if op[0] != CONTROL) + self._intake.in_flight
+        # copy() runs in C without releasing the GIL, so callers appending cannot disturb it.
+        queued = sum(1 for op in self._items.copy() if op[0] != CONTROL) + self._intake.in_flight
         return {
             "recorded": self._dispatched + intake_dropped + queued,
             "dropped": intake_dropped + sum(lane["dropped"] for lane in lanes.values()),

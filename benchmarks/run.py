@@ -1,0 +1,248 @@
+"""Per-call cost of taskscope's hot path next to its floors, measured in one process.
+
+Each case is a zero-argument callable that does one call of the kind measured. Cases are
+timed in interleaved rounds (every case once per round, in a shuffled order) after a warm-up,
+with the garbage collector left on as in a real program, so slow drifts of this shared machine
+hit every case alike; the table reports the median and the spread (inter-quartile range) of
+the per-call time over the rounds, and each case's overhead (time minus the bare call) as a
+ratio to the wrapt pass-through's overhead. Ratios measured in the same run are the figures to
+compare; absolute nanoseconds drift between runs.
+
+    python benchmarks/run.py [--rounds 15] [--calls 20000] [--json results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextvars
+import functools
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import wrapt
+
+import taskscope
+
+
+class CountingExporter:
+    """Receives every record and keeps only a count: the pipeline's real work, no storage."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def export(self, batch: Sequence[taskscope.Record]) -> None:
+        self.count += len(batch)
+
+    def force_flush(self, timeout: float) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        return None
+
+
+def two(a: int, b: int) -> int:
+    return a + b
+
+
+def none() -> None:
+    return None
+
+
+def passthrough_functools(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def inner(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return inner
+
+
+@wrapt.decorator
+def passthrough_wrapt(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    return wrapped(*args, **kwargs)
+
+
+var: contextvars.ContextVar[int] = contextvars.ContextVar("bench", default=0)
+
+
+def contextvar_pair() -> None:
+    var.reset(var.set(1))
+
+
+class Case:
+    def __init__(self, name: str, call: Callable[[], Any], check: Callable[[], bool] | None = None):
+        self.name = name
+        self.call = call
+        self.check = check  # True when the case really recorded something
+        self.samples: list[float] = []
+
+
+def build_cases(client: taskscope.Client, sink: CountingExporter) -> list[Case]:
+    task_two = taskscope.task("two")(two)
+    task_none = taskscope.task("none")(none)
+
+    @taskscope.task("agen")
+    async def async_task(a: int, b: int) -> int:
+        return a + b
+
+    @taskscope.task("gen")
+    def generator_task(n: int) -> Iterator[int]:
+        yield from range(n)
+
+    run = client.start_run(name="bench")
+    loop = asyncio.new_event_loop()
+    items_per_generator = 100
+
+    def in_run(fn: Callable[[], Any]) -> Callable[[], Any]:
+        context = contextvars.copy_context()
+        context.run(lambda: taskscope._context.activate_run(run))
+        return lambda: context.run(fn)
+
+    coroutine_call = in_run(lambda: loop.run_until_complete(async_task(1, 2)))
+
+    def bare_coroutine() -> None:
+        async def plain(a: int, b: int) -> int:
+            return a + b
+
+        loop.run_until_complete(plain(1, 2))
+
+    def generator_per_item() -> None:
+        for _ in generator_task(items_per_generator):
+            pass
+
+    def with_block() -> None:
+        with run.task("block"):
+            pass
+
+    def manual() -> None:
+        run.start_task("manual").complete()
+
+    def emit() -> None:
+        run.emit("bench.tick", {"i": 1})
+
+    recorded = lambda: sink.count > 0  # noqa: E731
+
+    functools_two = passthrough_functools(two)
+    wrapt_two = passthrough_wrapt(two)
+    return [
+        Case("bare call", lambda: two(1, 2)),
+        Case("functools.wraps pass-through", lambda: functools_two(1, 2)),
+        Case("wrapt pass-through", lambda: wrapt_two(1, 2)),
+        Case("contextvar set+reset (floor)", contextvar_pair),
+        Case("@task, 2 args + return, in a run", in_run(lambda: task_two(1, 2)), recorded),
+        Case("@task, no args, in a run", in_run(task_none), recorded),
+        Case("bare coroutine via run_until_complete", bare_coroutine),
+        Case("@task async, in a run", coroutine_call, recorded),
+        Case(
+            f"@task generator, per item ({items_per_generator} items)",
+            in_run(generator_per_item),
+            recorded,
+        ),
+        Case("with run.task()", with_block, recorded),
+        Case("manual start_task + complete", manual, recorded),
+        Case("run.emit", emit, recorded),
+    ]
+
+
+def off_cases() -> list[Case]:
+    taskscope.configure(auto_run=False)
+    outside = taskscope.task("outside")(two)
+    unsampled = taskscope.Client([CountingExporter()], sample_rate=0.0)
+    dead_run = unsampled.start_run()
+    in_unsampled = taskscope.task("unsampled")(two)
+    context = contextvars.copy_context()
+    context.run(lambda: taskscope._context.activate_run(dead_run))
+    return [
+        Case("off: @task outside a run, auto_run=False", lambda: outside(1, 2)),
+        Case("off: @task in an unsampled run", lambda: context.run(in_unsampled, 1, 2)),
+    ]
+
+
+def measure(cases: list[Case], rounds: int, calls: int) -> None:
+    for case in cases:  # warm-up
+        for _ in range(max(100, calls // 10)):
+            case.call()
+    for _ in range(rounds):
+        order = cases[:]
+        random.shuffle(order)
+        for case in order:
+            call = case.call
+            started = time.perf_counter_ns()
+            for _ in range(calls):
+                call()
+            case.samples.append((time.perf_counter_ns() - started) / calls)
+
+
+def report(cases: list[Case], per_item: dict[str, int]) -> list[dict[str, Any]]:
+    medians = {c.name: statistics.median(c.samples) for c in cases}
+    bare = medians["bare call"]
+    wrapt_overhead = medians["wrapt pass-through"] - bare
+    rows = []
+    for case in cases:
+        median = medians[case.name] / per_item.get(case.name, 1)
+        quartiles = statistics.quantiles(case.samples, n=4)
+        spread = (quartiles[2] - quartiles[0]) / per_item.get(case.name, 1)
+        valid = case.check() if case.check else True
+        rows.append(
+            {
+                "case": case.name,
+                "median_ns": round(median, 1),
+                "iqr_ns": round(spread, 1),
+                "x_bare": round(median / bare, 2),
+                "overhead_x_wrapt": round((median - bare) / wrapt_overhead, 2),
+                "valid": valid,
+            }
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/hot_path.json"))
+    args = parser.parse_args(argv)
+
+    sink = CountingExporter()
+    client = taskscope.Client([sink])
+    cases = build_cases(client, sink) + off_cases()
+    measure(cases, args.rounds, args.calls)
+    delivered_all = client.flush(30)
+    per_item = {c.name: 100 for c in cases if "per item" in c.name}
+    rows = report(cases, per_item)
+
+    print(
+        f"taskscope {taskscope.__version__}, Python {platform.python_version()}, "
+        f"{platform.machine()}, {os.cpu_count()} cores; {args.rounds} rounds × {args.calls} calls"
+    )
+    print()
+    print("| case | median ns/call | IQR ns | × bare | overhead ÷ wrapt overhead | valid |")
+    print("|---|---:|---:|---:|---:|---|")
+    for row in rows:
+        print(
+            f"| {row['case']} | {row['median_ns']:.0f} | {row['iqr_ns']:.0f} | "
+            f"{row['x_bare']:.2f} | {row['overhead_x_wrapt']:.2f} | "
+            f"{'yes' if row['valid'] else 'INVALID: recorded nothing'} |"
+        )
+    stats = client.stats()
+    print()
+    print(
+        f"records delivered: {sink.count}; dropped: {stats['dropped']}"
+        + ("" if delivered_all else " (the pipeline fell behind: figures exclude dropped work)")
+    )
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"rows": rows, "stats": stats}, indent=2))
+    client.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
