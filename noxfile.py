@@ -28,6 +28,14 @@ def typecheck(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """The hot-path table and the caller-latency figure (run on demand, not by default)."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/run.py", *session.posargs)
+    session.run("python", "benchmarks/caller_latency.py")
+
+
+@nox.session(python="3.11")
 def examples(session: nox.Session) -> None:
     session.install("-e", ".")
     session.run("python", "examples/pdf_agent.py")

@@ -18,12 +18,12 @@ import wrapt
 
 from . import _context
 from ._capture import IMMUTABLE_SCALARS
-from ._client import NOOP_TASK, Run, Task
+from ._client import NOOP_RUN, NOOP_TASK, Run, Task
 from ._config import settings
 from ._convert import TASK_END_RAW, TASK_START
 from ._internal import internal_error, warn_once
 from ._redact import REDACTED
-from ._scope import Frame, TaskScope, begin_run, begin_task, fail, finish
+from ._scope import Frame, FrameBlock, TaskScope, begin_run, begin_task, fail, finish
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -521,13 +521,13 @@ class TaskDecorator(TaskScope):
         return super().__enter__()
 
 
-class RunDecorator:
+class RunDecorator(FrameBlock):
     """What ``taskscope.run(...)`` returns: a decorator for an entry point, or a with block."""
 
     def __init__(self, name: str | None, options: dict[str, Any]) -> None:
+        super().__init__()
         self.name = name
         self._options = options
-        self._entries: list[tuple[Frame | None, Any]] = []
 
     def __call__(self, fn: F) -> F:
         spec = _Spec(fn, name=self.name, **self._options)
@@ -535,35 +535,17 @@ class RunDecorator:
 
     def __enter__(self) -> Run:
         frame = begin_run(self.name or "run", None, self._options.get("metadata"))
-        tokens = frame.activate() if frame is not None else None
-        self._entries.append((frame, tokens))
-        from ._client import NOOP_RUN
-
+        self._enter_frame(frame)
         return frame.run if frame is not None else NOOP_RUN
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        current = _get_run()
-        entries = self._entries
-        index = len(entries) - 1
-        for position in range(len(entries) - 1, -1, -1):
-            entered = entries[position][0]
-            if entered is not None and entered.run is current:
-                index = position
-                break
-        frame, tokens = entries.pop(index)
-        if frame is None:
-            return
-        frame.deactivate(tokens)
-        if exc is not None:
-            fail(frame, exc)
-        else:
-            finish(frame, None)
+        self._exit_frame(exc)
 
     async def __aenter__(self) -> Run:
         return self.__enter__()
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        self.__exit__(exc_type, exc, tb)
+        self._exit_frame(exc)
 
 
 def _options(
@@ -680,8 +662,6 @@ def current_task() -> Task:
 
 def current_run() -> Run:
     """The run current here; a no-op run (``is_recording() is False``) when there is none."""
-    from ._client import NOOP_RUN
-
     current = _get_run()
     return current if current is not None else NOOP_RUN
 

@@ -8,7 +8,6 @@ body runs. Decorators of every kind and ``with``/``async with`` blocks all go th
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextvars import Token
 from types import TracebackType
 from typing import Any
 
@@ -134,7 +133,42 @@ def begin_run(name: str, captured_input: Any, metadata: Mapping[str, Any] | None
         return None
 
 
-class TaskScope:
+class FrameBlock:
+    """Enter/exit bookkeeping for an object used as a ``with`` block.
+
+    One object (a module-level ``taskscope.task("phase")``, say) may be entered by several
+    threads or asyncio tasks at once, so each entry keeps its own frame and tokens, and an exit
+    takes back the entry whose frame is current in the exiting context.
+    """
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[Frame | None, Any]] = []
+
+    def _enter_frame(self, frame: Frame | None) -> None:
+        self._entries.append((frame, frame.activate() if frame is not None else None))
+
+    def _exit_frame(self, exc: BaseException | None) -> None:
+        current_task = _context.get_current_task()
+        current_run = _context.get_current_run()
+        entries = self._entries
+        index = len(entries) - 1
+        for position in range(len(entries) - 1, -1, -1):
+            frame = entries[position][0]
+            if frame is not None and frame.task is current_task and frame.run is current_run:
+                index = position
+                break
+        frame, tokens = entries.pop(index)
+        if frame is None:
+            return
+        frame.deactivate(tokens)
+        if exc is not None:
+            fail(frame, exc)
+            return
+        output = frame.task.output if frame.task is not None else None
+        finish(frame, settings.capturer.value(output) if output is not None else None)
+
+
+class TaskScope(FrameBlock):
     """``with``/``async with`` form of a task: current inside the block, ended on exit."""
 
     def __init__(
@@ -146,13 +180,12 @@ class TaskScope:
         kind: str = "task",
         run: Run | None = None,
     ) -> None:
+        super().__init__()
         self.name = name
         self._input = input
         self._metadata = metadata
         self._kind = kind
         self._run = run
-        # (frame, tokens) per entry; one object may be entered by several threads at once.
-        self._entries: list[tuple[Frame | None, Any]] = []
 
     def _begin(self) -> Frame | None:
         captured = settings.capturer.value(self._input) if self._input is not None else None
@@ -169,8 +202,7 @@ class TaskScope:
 
     def __enter__(self) -> Task:
         frame = self._begin()
-        tokens = frame.activate() if frame is not None else None
-        self._entries.append((frame, tokens))
+        self._enter_frame(frame)
         if frame is None or frame.task is None:
             return NOOP_TASK
         return frame.task
@@ -181,25 +213,7 @@ class TaskScope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        frame, tokens = self._pop_entry()
-        if frame is None:
-            return
-        frame.deactivate(tokens)
-        if exc is not None:
-            fail(frame, exc)
-        else:
-            task = frame.task
-            output = task.output if task is not None else None
-            finish(frame, settings.capturer.value(output) if output is not None else None)
-
-    def _pop_entry(self) -> tuple[Frame | None, Any]:
-        current = _context.get_current_task()
-        entries = self._entries
-        for index in range(len(entries) - 1, -1, -1):
-            frame = entries[index][0]
-            if frame is not None and frame.task is current:
-                return entries.pop(index)
-        return entries.pop()
+        self._exit_frame(exc)
 
     async def __aenter__(self) -> Task:
         return self.__enter__()
@@ -213,4 +227,3 @@ class TaskScope:
         self.__exit__(exc_type, exc, tb)
 
 
-__all__ = ["Frame", "TaskScope", "Token", "begin_run", "begin_task", "fail", "finish"]
