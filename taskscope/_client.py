@@ -684,6 +684,19 @@ class NoopTask(Task):
         super().__init__(NOOP_RUN, None, "noop", None, None, "task", False)
         self._id = "00000000-0000-0000-0000-000000000000"
 
+    # One shared object: what code writes to it must not pile up.
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return {}
+
+    @property
+    def output(self) -> Any:
+        return None
+
+    @output.setter
+    def output(self, value: Any) -> None:
+        return None
+
     def is_recording(self) -> bool:
         return False
 

@@ -167,3 +167,12 @@ def test_exporters_from_environment(tmp_path: object, monkeypatch: pytest.Monkey
     monkeypatch.setenv("TASKSCOPE_EXPORTERS", "carrier-pigeon")
     with pytest.raises(taskscope.ConfigurationError, match=r"'carrier-pigeon'.*jsonl:PATH"):
         taskscope.Client()
+
+
+def test_no_op_task_keeps_nothing_written_to_it() -> None:
+    """Writing output or metadata to the shared no-op task stores nothing."""
+    task = taskscope.current_task()
+    task.output = {"big": list(range(1000))}
+    task.metadata["attempt"] = 1
+    assert task.output is None
+    assert task.metadata == {}
