@@ -3,32 +3,31 @@
 Run it from the repository root with ``python examples/pdf_agent.py``. The agent parses
 ``examples/data/report.txt`` into pages, classifies the document (served from a cache), looks up
 two facts with tools running concurrently, summarises each page with a stand-in model, and
-publishes the summary to a flaky store that fails once. Then it prints the run's timeline, drawn
-from what an ``InMemoryExporter`` received; the same records are appended to a JSONL file.
+publishes the summary to a flaky store that fails once. The run lands in the local store
+(``.taskscope/taskscope.db``), its timeline is printed when it ends, and ``taskscope show latest``
+draws it again later.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
+import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import taskscope
-from taskscope.exporters import InMemoryExporter, JSONLExporter
+from taskscope.exporters import ConsoleExporter, LocalStore
 
 REPORT = Path(__file__).resolve().parent / "data" / "report.txt"
-JSONL_PATH = Path(".taskscope") / "runs.jsonl"
 MODEL = "local-stand-in-1"
 
 # What the agent "knows" without calling out: a warm cache and two tiny tool backends.
 CLASSIFICATION_CACHE = {"Northwind Solar — Annual Report 2024": "annual-report"}
 TICKERS = {"Northwind Solar": "NWSR"}
 EXCHANGE_RATES = {("EUR", "USD"): 1.08}
-
-# taskscope has no module-level flush yet; a run handle reaches its client (run.flush()).
-RUN_HANDLES: list[taskscope.Run] = []
 
 
 # -- the agent's steps --------------------------------------------------------------------
@@ -142,7 +141,6 @@ def publish(key: str, summary: str, attempts: int = 3) -> str:
 
 @taskscope.run("pdf-agent")
 async def pdf_agent(path: str) -> dict[str, Any]:
-    RUN_HANDLES.append(taskscope.current_run())
     pages = parse_pdf(path)
     title = pages[0].splitlines()[0]
     company = title.split(" — ")[0]
@@ -153,93 +151,27 @@ async def pdf_agent(path: str) -> dict[str, Any]:
     return {"pages": len(pages), "kind": kind, "location": location, **facts}
 
 
-# -- the timeline, drawn from an InMemoryExporter's records -------------------------------
-
-SYMBOLS = {"completed": "✓", "failed": "✗", "skipped": "↷", "running": "…", "cancelled": "⊘"}
-BAR_WIDTH = 40
-LABEL_WIDTH = 34
-
-
-def rounded_ms(nanoseconds: int) -> int:
-    """Milliseconds rounded to 10 ms, so the printout does not flicker from run to run."""
-    return round(nanoseconds / 1e7) * 10
-
-
-def bar(start_ms: int, length_ms: int, total_ms: int) -> str:
-    left = min(BAR_WIDTH - 1, int(start_ms / total_ms * BAR_WIDTH))
-    size = max(1, min(BAR_WIDTH - left, round(length_ms / total_ms * BAR_WIDTH)))
-    return (" " * left + "█" * size).ljust(BAR_WIDTH)
-
-
-def describe(event: taskscope.EventRecord) -> str:
-    payload = event.payload
-    if event.type == "llm.request":
-        return f"{payload['model']}, {len(payload['prompt'].split())} words of prompt"
-    if event.type == "llm.response":
-        return f"{payload['input_tokens']} tokens in, {payload['output_tokens']} out"
-    if event.type == "tool.called":
-        return f"{payload['tool']} {payload['input']}"
-    if event.type == "tool.returned":
-        return f"{payload['tool']} -> {payload['output']}"
-    return str(payload)
-
-
-class Timeline:
-    """One run's task tree (by parent_id) with its events, in sequence order."""
-
-    def __init__(self, memory: InMemoryExporter, run: taskscope.RunRecord) -> None:
-        assert run.end_ns is not None, "draw a run once it has ended"
-        self.run = run
-        self.end_ns = run.end_ns
-        self.total_ms = max(rounded_ms(run.end_ns - run.start_ns), 10)
-        # Child tasks and events of each task (None: the run itself), to interleave by seq.
-        self.below: dict[str | None, list[Any]] = defaultdict(list)
-        for task in memory.tasks:
-            if task.run_id == run.id:
-                self.below[task.parent_id].append(task)
-        for event in memory.events:
-            if event.run_id == run.id:
-                self.below[event.task_id].append(event)
-
-    def print(self) -> None:
-        run = self.run
-        label = f"{SYMBOLS[run.status]} run {run.name}"
-        print(f"{label:<{LABEL_WIDTH}}{self.total_ms:>6} ms  │{'█' * BAR_WIDTH}│")
-        self._print_below(None, 1)
-        print(f"output: {run.output}")
-        print(f"tokens: {run.usage}")
-
-    def _print_below(self, parent_id: str | None, depth: int) -> None:
-        indent = "  " * depth
-        for entry in sorted(self.below[parent_id], key=lambda entry: entry.seq):
-            if isinstance(entry, taskscope.EventRecord):
-                print(f"{indent}· {entry.type}: {describe(entry)}")
-                continue
-            self._print_task(entry, indent)
-            self._print_below(entry.id, depth + 1)
-
-    def _print_task(self, task: taskscope.TaskRecord, indent: str) -> None:
-        end_ns = task.end_ns if task.end_ns is not None else self.end_ns
-        duration = rounded_ms(end_ns - task.start_ns)
-        offset = rounded_ms(task.start_ns - self.run.start_ns)
-        label = f"{indent}{SYMBOLS[task.status]} {task.name}"
-        reason = task.metadata.get("skip_reason")
-        note = f"  ({reason})" if reason else ""
-        drawn = bar(offset, duration, self.total_ms)
-        print(f"{label:<{LABEL_WIDTH}}{duration:>6} ms  │{drawn}│{note}")
-        if task.error is not None:
-            print(f"{indent}    error: {task.error.type}: {task.error.message}")
+def see_again_command() -> str:
+    """``taskscope show latest``, spelled so it works from here (the venv may not be active)."""
+    script = Path(sys.executable).with_name("taskscope")
+    if shutil.which("taskscope") or not script.exists():
+        return "taskscope show latest"
+    with contextlib.suppress(ValueError):
+        script = script.relative_to(Path.cwd())
+    return f"{script} show latest"
 
 
 def main() -> None:
-    memory = InMemoryExporter()
-    taskscope.configure(exporters=[JSONLExporter(JSONL_PATH), memory])
-    asyncio.run(pdf_agent(str(REPORT)))
-    if not RUN_HANDLES[-1].flush(timeout=5.0):
+    # Runs land in the local store (.taskscope/taskscope.db, or $TASKSCOPE_DB); the console
+    # exporter prints each run's timeline to stderr when it ends.
+    store = LocalStore()
+    taskscope.configure(exporters=[store, ConsoleExporter()])
+    result = asyncio.run(pdf_agent(str(REPORT)))
+    if not taskscope.flush(timeout=5.0):
         print("warning: not every record reached the exporters")
-    for run in memory.runs:
-        Timeline(memory, run).print()
-    print(f"records written to {JSONL_PATH}")
+    print(f"published {result['location']} ({result['pages']} pages, {result['kind']})")
+    print(f"run stored in {store.path}; see it again with:")
+    print(f"  {see_again_command()}")
 
 
 if __name__ == "__main__":

@@ -75,24 +75,46 @@ _default_lock = threading.Lock()
 _UNSET: Any = object()
 
 
+_KNOWN = "local, local:PATH, console, jsonl:PATH, none"
+_LATER = {"agentos": "AgentOS", "otel": "OpenTelemetry"}
+
+
 def exporters_from_env() -> list[Exporter]:
-    """The exporters ``TASKSCOPE_EXPORTERS`` names: a comma list of ``jsonl:PATH`` or ``none``."""
+    """The exporters ``TASKSCOPE_EXPORTERS`` names; unset or empty: the local store.
+
+    A comma list of ``local`` (or ``local:PATH``), ``console``, ``jsonl:PATH`` and ``none``.
+    """
     if settings.env_problem is not None:
         raise settings.env_problem
+    from . import exporters as available
+
     raw = os.environ.get("TASKSCOPE_EXPORTERS", "").strip()
+    if not raw:
+        return [available.LocalStore()]
     exporters: list[Exporter] = []
     for item in filter(None, (part.strip() for part in raw.split(","))):
         kind, _, argument = item.partition(":")
-        if kind == "none":
+        kind = kind.strip().lower()
+        argument = argument.strip()
+        if kind == "none" and not argument:
+            continue
+        if kind == "local":
+            exporters.append(available.LocalStore(argument or None))
+            continue
+        if kind == "console" and not argument:
+            exporters.append(available.ConsoleExporter())
             continue
         if kind == "jsonl" and argument:
-            from .exporters import JSONLExporter
-
-            exporters.append(JSONLExporter(argument))
+            exporters.append(available.JSONLExporter(argument))
             continue
+        if kind in ("agentos", "otel"):
+            raise ConfigurationError(
+                f"TASKSCOPE_EXPORTERS names {item!r}: the {_LATER[kind]} exporter arrives in a "
+                f"later release of taskscope. For now use a comma list of: {_KNOWN}."
+            )
         raise ConfigurationError(
             f"TASKSCOPE_EXPORTERS names {item!r}, which taskscope does not know. Use a comma "
-            "list of: jsonl:PATH, none."
+            f"list of: {_KNOWN}."
         )
     return exporters
 

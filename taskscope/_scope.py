@@ -225,5 +225,3 @@ class TaskScope(FrameBlock):
         tb: TracebackType | None,
     ) -> None:
         self.__exit__(exc_type, exc, tb)
-
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -12,9 +13,11 @@ from taskscope.exporters import InMemoryExporter
 
 
 @pytest.fixture(autouse=True)
-def _fresh_taskscope(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in ("TASKSCOPE_DISABLED", "TASKSCOPE_SAMPLE_RATE", "TASKSCOPE_EXPORTERS"):
+def _fresh_taskscope(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    for name in ("TASKSCOPE_DISABLED", "TASKSCOPE_SAMPLE_RATE", "TASKSCOPE_EXPORTERS", "NO_COLOR"):
         monkeypatch.delenv(name, raising=False)
+    # The default exporter is the local store: keep every test's store out of the repository.
+    monkeypatch.setenv("TASKSCOPE_DB", str(tmp_path / "taskscope.db"))
     _config.reset_for_tests()
     _internal.reset_for_tests()
     monkeypatch.setattr(_internal, "RAISE_INTERNAL_ERRORS", True)

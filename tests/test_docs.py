@@ -71,6 +71,7 @@ def test_doc_block_runs_and_prints_what_it_says(source: str, tmp_path: Path) -> 
         assert expected in printed, f"missing line {expected!r} in:\n{result.stdout}"
 
 
+# Lines each example prints: pdf_agent's timeline comes from the ConsoleExporter, on stderr.
 EXAMPLES = {
     "pdf_agent": [
         r"^✓ run pdf-agent +\d+ ms",
@@ -85,7 +86,10 @@ EXAMPLES = {
         r"^        error: ConnectionError: storage unavailable \(503 Service Unavailable\)$",
         r"^    ✓ upload-summary +\d+ ms",
         r"^output: \{'pages': 3, 'kind': 'annual-report', ",
-        r"^records written to \.taskscope/runs\.jsonl$",
+        r"^run [0-9a-f-]{36} · .* · 12 tasks \(10 completed, 1 failed, 1 skipped\) · 11 events$",
+        r"^published store://summaries/northwind-2024\.txt \(3 pages, annual-report\)$",
+        r"^run stored in \.taskscope/taskscope\.db; see it again with:$",
+        r"^  (\S*/)?taskscope show latest$",
     ],
     "seed_manual_api": [
         r"^task parse-pdf: completed, output \{'pages': 3\}$",
@@ -98,26 +102,47 @@ EXAMPLES = {
 }
 
 
+def _run_example(name: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return _run([str(ROOT / "examples" / f"{name}.py")], cwd)
+
+
 def test_every_example_is_checked() -> None:
     """Each file in examples/ has its expected output listed here."""
     assert {p.stem for p in (ROOT / "examples").glob("*.py")} == set(EXAMPLES)
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
-def test_example_runs_and_prints_its_timeline(name: str) -> None:
-    """``python examples/NAME.py`` from the repository root exits 0 and prints what it shows."""
-    result = _run([f"examples/{name}.py"], ROOT)
+def test_example_runs_and_prints_its_timeline(name: str, tmp_path: Path) -> None:
+    """``python examples/NAME.py`` exits 0 and prints what it shows (stdout and stderr)."""
+    result = _run_example(name, tmp_path)
     assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    printed = result.stdout + result.stderr
     for pattern in EXAMPLES[name]:
-        assert re.search(pattern, result.stdout, re.MULTILINE), (
-            f"no line matches {pattern!r} in:\n{result.stdout}"
+        assert re.search(pattern, printed, re.MULTILINE), (
+            f"no line matches {pattern!r} in:\n{printed}"
         )
 
 
-def test_pdf_agent_prints_the_failed_attempt_before_the_retry() -> None:
+def test_pdf_agent_prints_the_failed_attempt_before_the_retry(tmp_path: Path) -> None:
     """The timeline shows the failed upload, its error, then the attempt that completed."""
-    lines = _run(["examples/pdf_agent.py"], ROOT).stdout.splitlines()
+    lines = _run_example("pdf_agent", tmp_path).stderr.splitlines()
     uploads = [i for i, line in enumerate(lines) if "upload-summary" in line]
     assert len(uploads) == 2
     assert "✗" in lines[uploads[0]] and "✓" in lines[uploads[1]]
     assert lines[uploads[0] + 1].strip().startswith("error: ConnectionError")
+
+
+def test_show_latest_draws_the_run_the_example_just_printed(tmp_path: Path) -> None:
+    """After pdf_agent.py, ``python -m taskscope show latest`` prints the same timeline."""
+    example = _run_example("pdf_agent", tmp_path)
+    assert example.returncode == 0, example.stderr
+    assert (tmp_path / ".taskscope" / "taskscope.db").is_file()
+    shown = _run(["-m", "taskscope", "show", "latest"], tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == example.stderr
+    lines = shown.stdout.splitlines()
+    statuses = [line.split()[0] for line in lines[1:] if re.match(r"^ +[✓✗↷…] ", line)]
+    assert len(statuses) >= 6
+    assert statuses.count("✗") == 1 and statuses.count("↷") == 1
+    assert any(line.startswith("    ✓ ") for line in lines), "no nested task"
+    assert any(line.lstrip().startswith("· ") for line in lines), "no event"

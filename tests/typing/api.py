@@ -9,7 +9,7 @@ from typing import Any
 from typing_extensions import assert_type
 
 import taskscope
-from taskscope.exporters import InMemoryExporter
+from taskscope.exporters import ConsoleExporter, Exporter, InMemoryExporter, LocalStore
 
 
 @taskscope.task
@@ -111,3 +111,7 @@ with taskscope.testing.capture() as cap:
     bare("x")
 assert_type(cap.task("bare"), taskscope.TaskRecord)
 assert_type(cap.tasks, list[taskscope.TaskRecord])
+
+store: Exporter = LocalStore("runs.db")
+console: Exporter = ConsoleExporter()
+taskscope.configure(exporters=[LocalStore(), ConsoleExporter(max_siblings=50), store, console])

@@ -1,0 +1,505 @@
+"""The local SQLite store: schema, migrations, upserts and the reads behind the CLI.
+
+One file, shared by ``LocalStore`` (which writes) and ``taskscope runs/show/export`` (which
+read). Times are stored as integer nanoseconds since the epoch, exactly as the records carry
+them; JSON values (input, output, error, metadata, tags, usage, payload) as JSON text.
+
+Several processes may write one file at once: the file is in WAL mode, every batch is one
+``BEGIN IMMEDIATE`` transaction (so a writer waits for the lock up front instead of failing
+half-way), and a busy file is retried with backoff until ``BUSY_DEADLINE`` seconds pass.
+A file that is not a taskscope store is never written to, let alone overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ._errors import ConfigurationError
+from ._model import ErrorInfo, EventRecord, Record, RunRecord, TaskRecord
+
+DEFAULT_PATH = Path(".taskscope") / "taskscope.db"
+# "tscp": marks the file as ours, so a foreign SQLite file is told apart from an empty one.
+APPLICATION_ID = 0x74736370
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 5_000
+BUSY_DEADLINE = 60.0
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_T = TypeVar("_T")
+
+_SCHEMA_V1 = """
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    input TEXT,
+    output TEXT,
+    error TEXT,
+    started_at INTEGER NOT NULL,
+    ended_at INTEGER,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    tags TEXT NOT NULL DEFAULT '[]',
+    external_run_id TEXT,
+    parent_run_id TEXT,
+    usage TEXT NOT NULL DEFAULT '{}',
+    seq INTEGER NOT NULL,
+    end_seq INTEGER
+);
+CREATE INDEX runs_recent ON runs (started_at DESC);
+CREATE TABLE tasks (
+    id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    parent_id TEXT,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    input TEXT,
+    output TEXT,
+    error TEXT,
+    started_at INTEGER NOT NULL,
+    ended_at INTEGER,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    kind TEXT NOT NULL DEFAULT 'task',
+    seq INTEGER NOT NULL,
+    end_seq INTEGER
+);
+CREATE INDEX tasks_by_run ON tasks (run_id, seq);
+CREATE TABLE events (
+    id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    task_id TEXT,
+    type TEXT NOT NULL,
+    level TEXT NOT NULL,
+    payload TEXT,
+    occurred_at INTEGER NOT NULL,
+    seq INTEGER NOT NULL
+);
+CREATE INDEX events_by_run ON events (run_id, seq);
+"""
+
+# MIGRATIONS[n] turns a version-n store into version n + 1, inside one transaction. Version 0
+# is an empty file. A store is only ever migrated forward; a newer one is refused, not touched.
+MIGRATIONS: dict[int, str] = {0: _SCHEMA_V1}
+
+_RUN_COLUMNS = (
+    "id, name, status, input, output, error, started_at, ended_at, metadata, tags, "
+    "external_run_id, parent_run_id, usage, seq, end_seq"
+)
+_TASK_COLUMNS = (
+    "id, run_id, parent_id, name, status, input, output, error, started_at, ended_at, "
+    "metadata, kind, seq, end_seq"
+)
+_EVENT_COLUMNS = "id, run_id, task_id, type, level, payload, occurred_at, seq"
+
+
+def _upsert(table: str, columns: str) -> str:
+    # The newest state wins, but an ended row is final: a late or repeated snapshot of the same
+    # record (an exporter retry, a running snapshot overtaken by its end) cannot undo it.
+    names = [name.strip() for name in columns.split(",")]
+    updates = ", ".join(f"{name} = excluded.{name}" for name in names if name != "id")
+    marks = ", ".join("?" for _ in names)
+    return (
+        f"INSERT INTO {table} ({columns}) VALUES ({marks}) "
+        f"ON CONFLICT (id) DO UPDATE SET {updates} WHERE {table}.ended_at IS NULL"
+    )
+
+
+_UPSERT_RUN = _upsert("runs", _RUN_COLUMNS)
+_UPSERT_TASK = _upsert("tasks", _TASK_COLUMNS)
+_INSERT_EVENT = (
+    f"INSERT OR IGNORE INTO events ({_EVENT_COLUMNS}) "
+    f"VALUES ({', '.join('?' for _ in _EVENT_COLUMNS.split(','))})"
+)
+
+
+def default_path() -> Path:
+    """``$TASKSCOPE_DB``, or ``.taskscope/taskscope.db`` under the working directory."""
+    return Path(os.environ.get("TASKSCOPE_DB") or DEFAULT_PATH)
+
+
+# -- errors that name the file and the fix -----------------------------------------------------
+
+
+def _not_ours(path: Path, why: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"{path} is not a taskscope store ({why}); taskscope leaves it untouched. Point "
+        "TASKSCOPE_DB (or --db) at another file, or move this one away."
+    )
+
+
+def _too_new(path: Path, version: int) -> ConfigurationError:
+    return ConfigurationError(
+        f"{path} was written by a newer taskscope (store schema {version}; this one reads up "
+        f"to {SCHEMA_VERSION}). Upgrade taskscope (pip install -U taskscope), or point "
+        "TASKSCOPE_DB (or --db) at another file."
+    )
+
+
+def _cannot_open(path: Path, problem: Exception) -> ConfigurationError:
+    return ConfigurationError(
+        f"taskscope cannot open its store {path} ({problem}). Check that the directory exists "
+        "and is writable, or point TASKSCOPE_DB (or --db) at another file."
+    )
+
+
+def _is_busy(problem: sqlite3.OperationalError) -> bool:
+    text = str(problem).lower()
+    return "locked" in text or "busy" in text
+
+
+def _retry_busy(action: Callable[[], _T]) -> _T:
+    """Run ``action``, again with backoff while another process holds the write lock."""
+    deadline = time.monotonic() + BUSY_DEADLINE
+    pause = 0.01
+    while True:
+        try:
+            return action()
+        except sqlite3.OperationalError as problem:
+            if not _is_busy(problem) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause * (0.5 + random.random()))
+        pause = min(pause * 2, 0.5)
+
+
+# -- opening a store -----------------------------------------------------------------------------
+
+
+def _check_header(path: Path) -> None:
+    """Refuse a non-SQLite file before SQLite touches it."""
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(len(_SQLITE_HEADER))
+    except FileNotFoundError:
+        return
+    except OSError as problem:
+        raise _cannot_open(path, problem) from None
+    if header and header != _SQLITE_HEADER:
+        raise _not_ours(path, "it is not an SQLite database")
+
+
+def _read_state(connection: sqlite3.Connection, path: Path) -> tuple[int, int, int]:
+    """(application id, schema version, number of tables) of an open file."""
+    try:
+        (app_id,) = connection.execute("PRAGMA application_id").fetchone()
+        (version,) = connection.execute("PRAGMA user_version").fetchone()
+        (tables,) = connection.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+        ).fetchone()
+    except sqlite3.DatabaseError as problem:
+        if isinstance(problem, sqlite3.OperationalError) and _is_busy(problem):
+            raise
+        raise _not_ours(path, f"SQLite says: {problem}") from None
+    return int(app_id), int(version), int(tables)
+
+
+def _validate(path: Path, app_id: int, version: int, tables: int) -> bool:
+    """True when the file is empty and needs the schema; raises if it is not ours."""
+    if app_id == APPLICATION_ID:
+        if version > SCHEMA_VERSION:
+            raise _too_new(path, version)
+        return version < SCHEMA_VERSION
+    if app_id == 0 and version == 0 and tables == 0:
+        return True
+    raise _not_ours(path, "it is an SQLite database of another application")
+
+
+def _migrate(connection: sqlite3.Connection, path: Path) -> None:
+    """Bring the file to SCHEMA_VERSION, under the write lock (another process may race)."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        app_id, version, tables = _read_state(connection, path)
+        if _validate(path, app_id, version, tables):
+            for step in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[step].split(";"):
+                    if statement.strip():
+                        connection.execute(statement)
+            connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+
+
+def connect(path: Path, *, create: bool) -> sqlite3.Connection:
+    """Open a store, creating or migrating it; ConfigurationError (one line) if it is not ours.
+
+    ``create=False`` (the CLI) refuses a missing file instead of making an empty one.
+    """
+    path = Path(path)
+    if not create and not path.is_file():
+        raise ConfigurationError(
+            f"There is no taskscope store at {path}. Run an instrumented program first (runs "
+            "land in .taskscope/taskscope.db, or in $TASKSCOPE_DB), or pass --db PATH."
+        )
+    _check_header(path)
+    try:
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        # check_same_thread=False: the exporter's thread writes, but shutdown() may come from
+        # another thread; LocalStore serialises all use of a connection with a lock.
+        connection = sqlite3.connect(
+            str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+        )
+    except (OSError, sqlite3.Error) as problem:
+        raise _cannot_open(path, problem) from None
+    try:
+        connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        app_id, version, tables = _retry_busy(lambda: _read_state(connection, path))
+        if _validate(path, app_id, version, tables):
+            _retry_busy(lambda: _migrate(connection, path))
+        mode = _retry_busy(lambda: connection.execute("PRAGMA journal_mode = WAL").fetchone())
+        if mode and str(mode[0]).lower() == "wal":
+            connection.execute("PRAGMA synchronous = NORMAL")  # durable enough in WAL mode
+    except ConfigurationError:
+        connection.close()
+        raise
+    except sqlite3.Error as problem:
+        connection.close()
+        raise _cannot_open(path, problem) from None
+    return connection
+
+
+# -- writing -------------------------------------------------------------------------------------
+
+
+def _json(value: Any) -> str | None:
+    if value is None:
+        return None
+    return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+def _error_json(error: ErrorInfo | None) -> str | None:
+    return None if error is None else _json(error.to_dict())
+
+
+def write_batch(connection: sqlite3.Connection, batch: Sequence[Record]) -> None:
+    """Upsert one batch in one transaction, retrying while another writer holds the lock."""
+    runs: list[tuple[Any, ...]] = []
+    tasks: list[tuple[Any, ...]] = []
+    events: list[tuple[Any, ...]] = []
+    for record in batch:
+        if type(record) is TaskRecord:
+            tasks.append(
+                (
+                    record.id,
+                    record.run_id,
+                    record.parent_id,
+                    record.name,
+                    record.status,
+                    _json(record.input),
+                    _json(record.output),
+                    _error_json(record.error),
+                    record.start_ns,
+                    record.end_ns,
+                    _json(record.metadata) or "{}",
+                    record.kind,
+                    record.seq,
+                    record.end_seq,
+                )
+            )
+        elif type(record) is EventRecord:
+            events.append(
+                (
+                    record.id,
+                    record.run_id,
+                    record.task_id,
+                    record.type,
+                    record.level,
+                    _json(record.payload),
+                    record.occurred_ns,
+                    record.seq,
+                )
+            )
+        elif type(record) is RunRecord:
+            runs.append(
+                (
+                    record.id,
+                    record.name,
+                    record.status,
+                    _json(record.input),
+                    _json(record.output),
+                    _error_json(record.error),
+                    record.start_ns,
+                    record.end_ns,
+                    _json(record.metadata) or "{}",
+                    _json(record.tags) or "[]",
+                    record.external_run_id,
+                    record.parent_run_id,
+                    _json(record.usage) or "{}",
+                    record.seq,
+                    record.end_seq,
+                )
+            )
+
+    def transaction() -> None:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            if runs:
+                connection.executemany(_UPSERT_RUN, runs)
+            if tasks:
+                connection.executemany(_UPSERT_TASK, tasks)
+            if events:
+                connection.executemany(_INSERT_EVENT, events)
+            connection.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("ROLLBACK")
+            raise
+
+    _retry_busy(transaction)
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+
+def _load(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _error(text: str | None) -> ErrorInfo | None:
+    data = _load(text)
+    if not isinstance(data, dict):
+        return None
+    return ErrorInfo(
+        str(data.get("message", "")), data.get("type"), data.get("detail"), data.get("traceback")
+    )
+
+
+def _run_from_row(row: sqlite3.Row | tuple[Any, ...]) -> RunRecord:
+    return RunRecord(
+        id=row[0],
+        name=row[1],
+        status=row[2],
+        input=_load(row[3]),
+        output=_load(row[4]),
+        error=_error(row[5]),
+        start_ns=row[6],
+        end_ns=row[7],
+        metadata=_load(row[8]) or {},
+        tags=_load(row[9]) or [],
+        external_run_id=row[10],
+        parent_run_id=row[11],
+        usage=_load(row[12]) or {},
+        seq=row[13],
+        end_seq=row[14],
+    )
+
+
+def _task_from_row(row: tuple[Any, ...]) -> TaskRecord:
+    return TaskRecord(
+        id=row[0],
+        run_id=row[1],
+        parent_id=row[2],
+        name=row[3],
+        status=row[4],
+        input=_load(row[5]),
+        output=_load(row[6]),
+        error=_error(row[7]),
+        start_ns=row[8],
+        end_ns=row[9],
+        metadata=_load(row[10]) or {},
+        kind=row[11],
+        seq=row[12],
+        end_seq=row[13],
+    )
+
+
+def _event_from_row(row: tuple[Any, ...]) -> EventRecord:
+    return EventRecord(
+        id=row[0],
+        run_id=row[1],
+        task_id=row[2],
+        type=row[3],
+        level=row[4],
+        payload=_load(row[5]),
+        occurred_ns=row[6],
+        seq=row[7],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """A row of ``taskscope runs``: the run and how many of its tasks there are and failed."""
+
+    run: RunRecord
+    tasks: int
+    failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRun:
+    """One run with its tasks and events, each list in sequence order."""
+
+    run: RunRecord
+    tasks: list[TaskRecord]
+    events: list[EventRecord]
+
+    def records(self) -> Iterator[Record]:
+        """The run, then its tasks and events interleaved by ``seq``: the run's stream."""
+        yield self.run
+        entries: list[TaskRecord | EventRecord] = [*self.tasks, *self.events]
+        entries.sort(key=lambda entry: entry.seq)
+        yield from entries
+
+
+def list_runs(
+    connection: sqlite3.Connection, *, limit: int = 20, status: str | None = None
+) -> list[RunSummary]:
+    """The most recent runs first, optionally only those with ``status``."""
+    where = "WHERE status = ?" if status else ""
+    params: tuple[Any, ...] = (status, limit) if status else (limit,)
+    rows = connection.execute(
+        f"SELECT {_RUN_COLUMNS}, "
+        "(SELECT count(*) FROM tasks WHERE tasks.run_id = runs.id), "
+        "(SELECT count(*) FROM tasks WHERE tasks.run_id = runs.id AND tasks.status = 'failed') "
+        f"FROM runs {where} ORDER BY started_at DESC LIMIT ?",
+        params,
+    ).fetchall()
+    return [RunSummary(_run_from_row(row), row[15], row[16]) for row in rows]
+
+
+def count_runs(connection: sqlite3.Connection) -> int:
+    (count,) = connection.execute("SELECT count(*) FROM runs").fetchone()
+    return int(count)
+
+
+def find_run_ids(connection: sqlite3.Connection, wanted: str) -> list[str]:
+    """Ids matching ``wanted``: an exact id, ``latest``, or runs whose id starts so (up to 2)."""
+    if wanted == "latest":
+        row = connection.execute("SELECT id FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
+        return [] if row is None else [str(row[0])]
+    row = connection.execute("SELECT id FROM runs WHERE id = ?", (wanted,)).fetchone()
+    if row is not None:
+        return [str(row[0])]
+    if len(wanted) < 4:
+        return []
+    rows = connection.execute(
+        "SELECT id FROM runs WHERE id >= ? AND id < ? LIMIT 2", (wanted, wanted + "\uffff")
+    ).fetchall()
+    return [str(found) for (found,) in rows]
+
+
+def load_run(connection: sqlite3.Connection, run_id: str) -> StoredRun | None:
+    """Run ``run_id`` with its tasks and events in sequence order; None if it is not stored."""
+    row = connection.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+    if row is None:
+        return None
+    tasks = connection.execute(
+        f"SELECT {_TASK_COLUMNS} FROM tasks WHERE run_id = ? ORDER BY seq", (run_id,)
+    ).fetchall()
+    events = connection.execute(
+        f"SELECT {_EVENT_COLUMNS} FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
+    ).fetchall()
+    return StoredRun(
+        _run_from_row(row),
+        [_task_from_row(task) for task in tasks],
+        [_event_from_row(event) for event in events],
+    )

@@ -1,0 +1,259 @@
+"""A run's timeline as text: the one drawing behind ``ConsoleExporter`` and ``taskscope show``.
+
+The task tree (by ``parent_id``) in sequence order, each task with its status symbol, duration
+and a bar on the run's time axis, errors under failed tasks and events under their task. Long
+sibling lists are collapsed so a 5,000-task run fits on a screen. Lines are built as styled
+segments; plain text ignores the styles, and ``rich`` (when installed and colour is wanted)
+paints them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any, TextIO
+
+from ._model import EventRecord, RunRecord, TaskRecord
+
+SYMBOLS = {
+    "completed": "✓",
+    "failed": "✗",
+    "skipped": "↷",
+    "running": "…",
+    "pending": "·",
+    "cancelled": "⊘",
+}
+STYLES = {
+    "completed": "green",
+    "failed": "bold red",
+    "skipped": "yellow",
+    "running": "cyan",
+    "pending": "dim",
+    "cancelled": "magenta",
+}
+BAR_WIDTH = 40
+LABEL_WIDTH = 34
+MAX_SIBLINGS = 20
+VALUE_WIDTH = 200
+
+Segment = tuple[str, str | None]
+Line = list[Segment]
+
+
+def format_duration(nanoseconds: int) -> str:
+    """``83 ms`` below ten seconds, then ``12.4 s``, then ``3m05s``."""
+    ms = nanoseconds / 1_000_000
+    if ms < 10_000:
+        return f"{round(ms)} ms"
+    if ms < 600_000:
+        return f"{ms / 1000:.1f} s"
+    minutes, seconds = divmod(round(ms / 1000), 60)
+    return f"{minutes}m{seconds:02d}s"
+
+
+def _shorten(text: str, width: int = VALUE_WIDTH) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def describe_event(event: EventRecord) -> str:
+    """One line for an event; the LLM and tool helpers' payloads get a readable summary."""
+    payload = event.payload
+    if isinstance(payload, dict):
+        kind = event.type
+        if kind == "llm.request" and "model" in payload:
+            prompt = payload.get("prompt")
+            words = len(prompt.split()) if isinstance(prompt, str) else 0
+            return f"{payload['model']}, {words} words of prompt"
+        if kind == "llm.response" and "input_tokens" in payload:
+            return (
+                f"{payload.get('input_tokens', 0)} tokens in, {payload.get('output_tokens', 0)} out"
+            )
+        if kind == "tool.called" and "tool" in payload:
+            return _shorten(f"{payload['tool']} {payload.get('input')}")
+        if kind == "tool.returned" and "tool" in payload:
+            return _shorten(f"{payload['tool']} -> {payload.get('output')}")
+        if kind == "tool.failed" and "tool" in payload:
+            return _shorten(f"{payload['tool']}: {payload.get('error')}")
+    return _shorten(str(payload))
+
+
+class Timeline:
+    """One run's timeline, built from its records (in any order; sorted by ``seq`` here)."""
+
+    def __init__(
+        self,
+        run: RunRecord,
+        tasks: Iterable[TaskRecord],
+        events: Iterable[EventRecord],
+        *,
+        max_siblings: int = MAX_SIBLINGS,
+    ) -> None:
+        self.run = run
+        self.max_siblings = max_siblings if max_siblings > 0 else 1 << 62
+        self.tasks = [task for task in tasks if task.run_id == run.id]
+        self.events = [event for event in events if event.run_id == run.id]
+        # Children (tasks and events) of each task; None is the run itself. A task whose
+        # parent never arrived is drawn at the top rather than lost.
+        known = {task.id for task in self.tasks}
+        self.below: dict[str | None, list[TaskRecord | EventRecord]] = {}
+        for task in self.tasks:
+            parent = task.parent_id if task.parent_id in known else None
+            self.below.setdefault(parent, []).append(task)
+        for event in self.events:
+            owner = event.task_id if event.task_id in known else None
+            self.below.setdefault(owner, []).append(event)
+        for entries in self.below.values():
+            entries.sort(key=lambda entry: entry.seq)
+        self.end_ns = self._axis_end()
+        self.total_ns = max(self.end_ns - run.start_ns, 1)
+
+    def _axis_end(self) -> int:
+        if self.run.end_ns is not None:
+            return self.run.end_ns
+        ends = [self.run.start_ns]
+        ends.extend(task.end_ns or task.start_ns for task in self.tasks)
+        ends.extend(event.occurred_ns for event in self.events)
+        return max(ends)
+
+    # -- building lines ---------------------------------------------------------------------
+
+    def lines(self) -> list[Line]:
+        run = self.run
+        out: list[Line] = []
+        label = f"{SYMBOLS.get(run.status, '?')} run {run.name}"
+        out.append(self._row(label, run.status, run.start_ns, self.end_ns, ""))
+        if run.error is not None:
+            out.append([(f"  error: {self._error_text(run.error.type, run.error.message)}", "red")])
+        self._below(None, 1, out)
+        if run.output is not None:
+            out.append([(f"output: {_shorten(str(run.output))}", None)])
+        if run.usage:
+            out.append([(f"tokens: {run.usage}", None)])
+        out.append([(self._summary(), "dim")])
+        return out
+
+    def _summary(self) -> str:
+        counts: Counter[str] = Counter(task.status for task in self.tasks)
+        parts = [f"{counts[status]:,} {status}" for status in SYMBOLS if counts[status]]
+        detail = f" ({', '.join(parts)})" if parts else ""
+        started = self.run.started_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+        return (
+            f"run {self.run.id} · started {started} · {len(self.tasks):,} tasks{detail} · "
+            f"{len(self.events):,} events"
+        )
+
+    def _below(self, parent_id: str | None, depth: int, out: list[Line]) -> None:
+        entries = self.below.get(parent_id)
+        if not entries:
+            return
+        indent = "  " * depth
+        shown: Sequence[TaskRecord | EventRecord] = entries
+        hidden: list[TaskRecord | EventRecord] = []
+        if len(entries) > self.max_siblings:
+            # Keep the first ones and every failure: where it failed must stay visible.
+            shown = []
+            for index, entry in enumerate(entries):
+                if index < self.max_siblings or (
+                    type(entry) is TaskRecord and entry.status == "failed"
+                ):
+                    shown.append(entry)
+                else:
+                    hidden.append(entry)
+        for entry in shown:
+            if type(entry) is EventRecord:
+                style = (
+                    "yellow"
+                    if entry.level == "warn"
+                    else "red"
+                    if entry.level == "error"
+                    else "dim"
+                )
+                out.append([(f"{indent}· {entry.type}: {describe_event(entry)}", style)])
+            elif type(entry) is TaskRecord:
+                self._task(entry, indent, out)
+                self._below(entry.id, depth + 1, out)
+        if hidden:
+            out.append([(f"{indent}… {len(hidden):,} more{self._hidden_detail(hidden)}", "dim")])
+
+    @staticmethod
+    def _hidden_detail(hidden: list[TaskRecord | EventRecord]) -> str:
+        counts: Counter[str] = Counter(
+            entry.status for entry in hidden if type(entry) is TaskRecord
+        )
+        parts = [f"{counts[status]:,} {status}" for status in SYMBOLS if counts[status]]
+        events = sum(1 for entry in hidden if type(entry) is EventRecord)
+        if events:
+            parts.append(f"{events:,} events")
+        return f" ({', '.join(parts)})" if parts else ""
+
+    def _task(self, task: TaskRecord, indent: str, out: list[Line]) -> None:
+        end_ns = task.end_ns if task.end_ns is not None else self.end_ns
+        label = f"{indent}{SYMBOLS.get(task.status, '?')} {task.name}"
+        reason = task.metadata.get("skip_reason")
+        note = f"  ({reason})" if reason else ""
+        out.append(self._row(label, task.status, task.start_ns, end_ns, note))
+        if task.error is not None:
+            text = self._error_text(task.error.type, task.error.message)
+            out.append([(f"{indent}    error: {text}", "red")])
+
+    @staticmethod
+    def _error_text(kind: str | None, message: str) -> str:
+        first = message.strip().splitlines()[0] if message.strip() else ""
+        short = kind.rsplit(".", 1)[-1] if kind else None
+        return _shorten(f"{short}: {first}" if short else first)
+
+    def _row(self, label: str, status: str, start_ns: int, end_ns: int, note: str) -> Line:
+        if len(label) > LABEL_WIDTH - 1:
+            label = label[: LABEL_WIDTH - 2] + "…"
+        style = STYLES.get(status)
+        offset = start_ns - self.run.start_ns
+        left = min(BAR_WIDTH - 1, max(0, int(offset / self.total_ns * BAR_WIDTH)))
+        size = max(1, min(BAR_WIDTH - left, round((end_ns - start_ns) / self.total_ns * BAR_WIDTH)))
+        duration = format_duration(max(0, end_ns - start_ns))
+        return [
+            (f"{label:<{LABEL_WIDTH}}{duration:>8}  │", style),
+            (" " * left, None),
+            ("█" * size, style),
+            (" " * (BAR_WIDTH - left - size) + "│" + note, None),
+        ]
+
+    # -- output -----------------------------------------------------------------------------
+
+    def text(self) -> str:
+        """The timeline as plain text, one line per row, ending in a newline."""
+        return "".join("".join(text for text, _ in line) + "\n" for line in self.lines())
+
+    def write(self, stream: TextIO, *, colour: bool | None = None) -> None:
+        """Write to ``stream``, in colour when it is a terminal and ``NO_COLOR`` is unset."""
+        if colour is None:
+            colour = colour_wanted(stream)
+        if colour and _write_rich(self.lines(), stream):
+            return
+        stream.write(self.text())
+        stream.flush()
+
+
+def colour_wanted(stream: Any) -> bool:
+    """Colour only for a terminal, and never when ``NO_COLOR`` is set (no-color.org)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except (OSError, ValueError):
+        return False
+
+
+def _write_rich(lines: list[Line], stream: TextIO) -> bool:
+    """Paint the lines with rich; False when rich is not installed."""
+    try:
+        from rich.console import Console
+        from rich.text import Text
+    except ImportError:
+        return False
+    console = Console(file=stream, force_terminal=True, highlight=False, soft_wrap=True)
+    for line in lines:
+        console.print(Text.assemble(*((text, style or "") for text, style in line)))
+    return True
