@@ -15,10 +15,10 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from . import _context, _ids
+from . import _context, _ids, _live
 from ._config import exporters_from_env, settings
 from ._convert import EVENT, RUN_END, RUN_START, TASK_END, TASK_START, PendingError
-from ._errorinfo import exception_message
+from ._errorinfo import exception_message, exception_type_name
 from ._errors import StateError
 from ._internal import internal_error, warn_once
 from ._model import LEVELS, ErrorInfo
@@ -55,6 +55,7 @@ class Task:
     _metadata: dict[str, Any] | None = None
     _skip_reason: str | None = None
     _managed = False
+    _live: Any = ()  # (live exporter, its state) pairs, when the client has live exporters
     _seq: int  # the position of its start in the run's stream; set by the dispatcher
 
     def __init__(
@@ -169,9 +170,10 @@ class Task:
     def _end(self, status: str, output: Any, error: ErrorInfo | PendingError | None) -> None:
         self.status = status
         meta = self._metadata
-        self.run._put(
-            (TASK_END, self, status, output, error, _time_ns(), dict(meta) if meta else None)
-        )
+        end_ns = _time_ns()
+        self.run._put((TASK_END, self, status, output, error, end_ns, dict(meta) if meta else None))
+        if self._live:
+            _live.end(self._live, _ending(status, output, error, end_ns, meta, None))
 
     def _finish_managed(self, output: Any) -> None:
         """End a task whose scope (decorator, with block) returned normally."""
@@ -201,6 +203,7 @@ class Run:
     __slots__ = (
         "__weakref__",
         "_entered",
+        "_live",
         "_id",
         "_n",
         "_put",
@@ -250,6 +253,8 @@ class Run:
         self._usage: dict[str, int] = {}
         self._entered: list[Any] = []
         self.start_ns = _time_ns()
+        hooks = client._live
+        self._live: Any = _live.start(hooks, self) if hooks and run_id is None else ()
 
     @property
     def id(self) -> str:
@@ -309,6 +314,8 @@ class Run:
         meta = _captured_metadata(metadata) if metadata else None
         task = Task(self, parent, name, captured_input, meta, kind, managed)
         self._put((TASK_START, task))
+        if self._live:
+            task._live = _live.start(self.client._live, task)
         return task
 
     def task(
@@ -353,7 +360,11 @@ class Run:
             task = _context.get_current_task()
             if task is not None and task.run is not self:
                 task = None
-            self._put((EVENT, self, task, str(type), level, captured, _time_ns(), _next_number()))
+            occurred_ns = _time_ns()
+            self._put((EVENT, self, task, str(type), level, captured, occurred_ns, _next_number()))
+            if self._live:
+                states = task._live if task is not None and task._live else self._live
+                _live.event(states, _live.LiveEvent(str(type), level, captured, occurred_ns))
         except Exception:
             internal_error("emit")
 
@@ -427,7 +438,10 @@ class Run:
     ) -> None:
         self.status = status
         counts = _usage_counts(usage) if usage is not None else dict(self._usage)
-        self._put((RUN_END, self, status, output, error, counts, _time_ns()))
+        end_ns = _time_ns()
+        self._put((RUN_END, self, status, output, error, counts, end_ns))
+        if self._live:
+            _live.end(self._live, _ending(status, output, error, end_ns, self.metadata, counts))
 
     def _end_managed(self, output: Any) -> None:
         if self.status == "running" and not self._remote:
@@ -445,7 +459,8 @@ class Run:
     # -- as a with block: the current run -------------------------------------------------
 
     def __enter__(self) -> Run:
-        self._entered.append(_context.activate_run(self))
+        tokens = _context.activate_run(self)
+        self._entered.append((tokens, _live.enter(self._live) if self._live else None))
         return self
 
     def __exit__(
@@ -454,7 +469,7 @@ class Run:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        _leave(self._entered)
+        _leave(self._entered, self._live)
         if exc is not None:
             self._end_from_exception(exc)
         else:
@@ -472,15 +487,37 @@ class Run:
         self.__exit__(exc_type, exc, tb)
 
 
-def _leave(entered: list[Any]) -> None:
+def _leave(entered: list[Any], live: Any) -> None:
     """Undo the latest activation made in this context (a run may be entered in several)."""
     for index in range(len(entered) - 1, -1, -1):
+        tokens, live_tokens = entered[index]
         try:
-            _context.deactivate_run(entered[index])
+            _context.deactivate_run(tokens)
         except ValueError:  # tokens of another thread's or task's context
             continue
         del entered[index]
+        if live_tokens is not None:
+            _live.exit(live, live_tokens)
         return
+
+
+def _ending(
+    status: str,
+    output: Any,
+    error: ErrorInfo | PendingError | None,
+    end_ns: int,
+    metadata: dict[str, Any] | None,
+    usage: dict[str, int] | None,
+) -> _live.Ending:
+    """How something ended, for live exporters: cheap, so no traceback is formatted here."""
+    exception = None
+    info = error if isinstance(error, ErrorInfo) else None
+    if isinstance(error, PendingError):
+        exception = error.exc
+        info = ErrorInfo(
+            message=settings.capturer.text(error.message), type=exception_type_name(error.exc)
+        )
+    return _live.Ending(status, output, info, exception, end_ns, dict(metadata or {}), usage or {})
 
 
 def _captured_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
@@ -551,6 +588,7 @@ class Client:
             raise ValueError(f"sample_rate must be between 0 and 1, not {sample_rate!r}.")
         self.sample_rate = sample_rate
         self.exporters = list(exporters_from_env() if exporters is None else exporters)
+        self._live = _live.live_exporters(self.exporters)
         self._pipeline = Pipeline(
             self.exporters,
             max_queue_size=max_queue_size,
@@ -638,6 +676,7 @@ class _NoopClient:
             return None
 
     _pipeline = _NoopPipeline()
+    _live = ()
 
     def flush(self, timeout: float = 5.0) -> bool:
         return True

@@ -252,6 +252,8 @@ def _sync_task_wrapper(spec: _Spec) -> Callable[..., Any]:
             run = parent.run
         if not run.recording:
             return wrapped(*args, **kwargs)
+        if run._live:  # a live exporter (OpenTelemetry) needs the frame-based path
+            return generic(wrapped, instance, args, kwargs)
         try:
             captured = spec.captured_input(instance, args, kwargs)
             metadata = spec.metadata

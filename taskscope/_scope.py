@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
-from . import _context
+from . import _context, _live
 from ._client import NOOP_RUN, NOOP_TASK, Run, Task
 from ._config import default_client, settings
 from ._internal import internal_error, warn_once
@@ -36,20 +36,20 @@ class Frame:
 
     def activate(self) -> Any:
         task = self.task
-        if task is None:
-            return _context.activate_run(self.run)
-        if self.activates_run:
-            return (_context.activate_run(self.run), _set_task(task))
-        return _set_task(task)
+        run_tokens = _context.activate_run(self.run) if task is None or self.activates_run else None
+        task_token = _set_task(task) if task is not None else None
+        live = task._live if task is not None else self.run._live
+        return run_tokens, task_token, _live.enter(live) if live else None
 
     def deactivate(self, tokens: Any) -> None:
-        if self.task is None:
-            _context.deactivate_run(tokens)
-        elif self.activates_run:
-            _reset_task(tokens[1])
-            _context.deactivate_run(tokens[0])
-        else:
-            _reset_task(tokens)
+        run_tokens, task_token, live_tokens = tokens
+        if live_tokens is not None:
+            task = self.task
+            _live.exit(task._live if task is not None else self.run._live, live_tokens)
+        if task_token is not None:
+            _reset_task(task_token)
+        if run_tokens is not None:
+            _context.deactivate_run(run_tokens)
 
 
 def finish(frame: Frame, output: Any, *, closed_early: bool = False) -> None:
