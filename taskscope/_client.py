@@ -203,8 +203,8 @@ class Run:
     __slots__ = (
         "__weakref__",
         "_entered",
-        "_live",
         "_id",
+        "_live",
         "_n",
         "_put",
         "_remote",
