@@ -30,7 +30,8 @@ def typecheck(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     """The hot-path table and the caller-latency figure (run on demand, not by default)."""
-    session.install("-e", ".")
+    # The peers, to be measured in the same process: each set up to build its records locally.
+    session.install("-e", ".", "opentelemetry-sdk", "logfire", "langfuse", "langsmith", "pyagentos-sdk")
     session.run("python", "benchmarks/run.py", *session.posargs)
     session.run("python", "benchmarks/caller_latency.py")
 

@@ -83,9 +83,10 @@ class Case:
         self.call = call
         self.check = check  # True when the case really recorded something
         self.samples: list[float] = []
+        self.calls = 0  # calls per round, calibrated so that every case takes similar time
 
 
-def build_cases(client: taskscope.Client, sink: CountingExporter) -> list[Case]:
+def build_cases(client: taskscope.Client) -> list[Case]:
     task_two = taskscope.task("two")(two)
     task_none = taskscope.task("none")(none)
 
@@ -128,7 +129,18 @@ def build_cases(client: taskscope.Client, sink: CountingExporter) -> list[Case]:
     def emit() -> None:
         run.emit("bench.tick", {"i": 1})
 
-    recorded = lambda: sink.count > 0  # noqa: E731
+    def recorded(call: Callable[[], Any]) -> Callable[[], bool]:
+        """Valid when one more call, alone, records something that reaches every client's tap."""
+
+        def check() -> bool:
+            with taskscope.testing.capture() as cap:
+                call()
+            return bool(cap.tasks or cap.events)
+
+        return check
+
+    def measured(name: str, call: Callable[[], Any]) -> Case:
+        return Case(name, call, recorded(call))
 
     functools_two = passthrough_functools(two)
     wrapt_two = passthrough_wrapt(two)
@@ -137,18 +149,16 @@ def build_cases(client: taskscope.Client, sink: CountingExporter) -> list[Case]:
         Case("functools.wraps pass-through", lambda: functools_two(1, 2)),
         Case("wrapt pass-through", lambda: wrapt_two(1, 2)),
         Case("contextvar set+reset (floor)", contextvar_pair),
-        Case("@task, 2 args + return, in a run", in_run(lambda: task_two(1, 2)), recorded),
-        Case("@task, no args, in a run", in_run(task_none), recorded),
+        measured("@task, 2 args + return, in a run", in_run(lambda: task_two(1, 2))),
+        measured("@task, no args, in a run", in_run(task_none)),
         Case("bare coroutine via run_until_complete", bare_coroutine),
-        Case("@task async, in a run", coroutine_call, recorded),
-        Case(
-            f"@task generator, per item ({items_per_generator} items)",
-            in_run(generator_per_item),
-            recorded,
+        measured("@task async, in a run", coroutine_call),
+        measured(
+            f"@task generator, per item ({items_per_generator} items)", in_run(generator_per_item)
         ),
-        Case("with run.task()", with_block, recorded),
-        Case("manual start_task + complete", manual, recorded),
-        Case("run.emit", emit, recorded),
+        measured("with run.task()", with_block),
+        measured("manual start_task + complete", manual),
+        measured("run.emit", emit),
     ]
 
 
@@ -160,25 +170,40 @@ def off_cases() -> list[Case]:
     in_unsampled = taskscope.task("unsampled")(two)
     context = contextvars.copy_context()
     context.run(lambda: taskscope._context.activate_run(dead_run))
+
+    def records_nothing(call: Callable[[], Any]) -> Callable[[], bool]:
+        def check() -> bool:
+            with taskscope.testing.capture() as cap:
+                call()
+            return not (cap.runs or cap.tasks or cap.events)
+
+        return check
+
+    def off(name: str, call: Callable[[], Any]) -> Case:
+        return Case(name, call, records_nothing(call))
+
     return [
-        Case("off: @task outside a run, auto_run=False", lambda: outside(1, 2)),
-        Case("off: @task in an unsampled run", lambda: context.run(in_unsampled, 1, 2)),
+        off("off: @task outside a run, auto_run=False", lambda: outside(1, 2)),
+        off("off: @task in an unsampled run", lambda: context.run(in_unsampled, 1, 2)),
     ]
 
 
-def measure(cases: list[Case], rounds: int, calls: int) -> None:
-    for case in cases:  # warm-up
-        for _ in range(max(100, calls // 10)):
+def measure(cases: list[Case], rounds: int, calls: int, round_seconds: float = 0.05) -> None:
+    for case in cases:  # warm-up, then calibrate: slow peers get fewer calls per round
+        started = time.perf_counter_ns()
+        for _ in range(200):
             case.call()
+        per_call = (time.perf_counter_ns() - started) / 200
+        case.calls = max(20, min(calls, int(round_seconds * 1e9 / max(per_call, 1.0))))
     for _ in range(rounds):
         order = cases[:]
         random.shuffle(order)
         for case in order:
             call = case.call
             started = time.perf_counter_ns()
-            for _ in range(calls):
+            for _ in range(case.calls):
                 call()
-            case.samples.append((time.perf_counter_ns() - started) / calls)
+            case.samples.append((time.perf_counter_ns() - started) / case.calls)
 
 
 def report(cases: list[Case], per_item: dict[str, int]) -> list[dict[str, Any]]:
@@ -207,13 +232,20 @@ def report(cases: list[Case], per_item: dict[str, int]) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--calls", type=int, default=20_000, help="most calls per case per round")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/hot_path.json"))
+    parser.add_argument("--no-peers", action="store_true", help="skip the other libraries")
     args = parser.parse_args(argv)
 
     sink = CountingExporter()
     client = taskscope.Client([sink])
-    cases = build_cases(client, sink) + off_cases()
+    cases = build_cases(client) + off_cases()
+    if not args.no_peers:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import peers
+
+        for name, call, recorded in peers.available():
+            cases.append(Case(name, call, lambda recorded=recorded: recorded() > 0))
     measure(cases, args.rounds, args.calls)
     delivered_all = client.flush(30)
     per_item = {c.name: 100 for c in cases if "per item" in c.name}
@@ -230,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"| {row['case']} | {row['median_ns']:.0f} | {row['iqr_ns']:.0f} | "
             f"{row['x_bare']:.2f} | {row['overhead_x_wrapt']:.2f} | "
-            f"{'yes' if row['valid'] else 'INVALID: recorded nothing'} |"
+            f"{'yes' if row['valid'] else 'INVALID'} |"
         )
     stats = client.stats()
     print()
