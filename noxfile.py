@@ -31,9 +31,18 @@ def typecheck(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """The hot-path table and the caller-latency figure (run on demand, not by default)."""
     # The peers, to be measured in the same process: each set up to build its records locally.
-    session.install("-e", ".", "opentelemetry-sdk", "logfire", "langfuse", "langsmith", "pyagentos-sdk")
+    session.install(
+        "-e", ".", "opentelemetry-sdk", "logfire", "langfuse", "langsmith", "pyagentos-sdk"
+    )
     session.run("python", "benchmarks/run.py", *session.posargs)
     session.run("python", "benchmarks/caller_latency.py")
+
+
+@nox.session(python="3.11")
+def otel_e2e(session: nox.Session) -> None:
+    """examples/otel_phoenix.py into a real Arize Phoenix, spans read back and checked."""
+    session.install("-e", ".[otel]", "arize-phoenix")
+    session.run("python", "tests/e2e/otel_phoenix_e2e.py")
 
 
 @nox.session(python="3.11")

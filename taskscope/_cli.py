@@ -108,8 +108,34 @@ def _cmd_export(args: argparse.Namespace, out: TextIO) -> None:
         out.write(json.dumps(record_to_dict(record), ensure_ascii=False, default=str) + "\n")
 
 
+def _cmd_ui(args: argparse.Namespace, out: TextIO) -> None:
+    try:
+        from .server.app import serve
+        from .server.pages import is_loopback
+    except ModuleNotFoundError as missing:
+        raise _Problem(
+            f"taskscope ui needs {missing.name}, which is not installed: "
+            "pip install 'taskscope[ui]'."
+        ) from None
+    if not is_loopback(args.host):
+        print(
+            f"taskscope: warning: listening on {args.host}, not only on this machine: anyone "
+            "who can reach the port can try the key. Use --host 127.0.0.1 unless you mean it.",
+            file=sys.stderr,
+        )
+    try:
+        serve(_db_path(args), host=args.host, port=args.port, out=out)
+    except ConfigurationError as problem:
+        raise _Problem(str(problem)) from None
+    except OSError as problem:
+        raise _Problem(
+            f"cannot listen on {args.host}:{args.port} ({problem.strerror or problem}); "
+            "pick another --port or --host."
+        ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The command line: ``runs``, ``show`` and ``export``, each with ``--db``."""
+    """The command line: ``runs``, ``show``, ``export`` and ``ui``, each with ``--db``."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--db",
@@ -167,6 +193,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=("jsonl",), default="jsonl", help="one JSON object per line"
     )
     export.set_defaults(handler=_cmd_export)
+
+    ui = commands.add_parser(
+        "ui",
+        parents=[common],
+        help="serve the web UI and the AgentOS ingest API",
+        description="Serve the web UI and the AgentOS ingest API (key: $TASKSCOPE_INGEST_KEY, "
+        "else one is made and printed), writing into and reading from the store.",
+    )
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    ui.add_argument("--port", type=int, default=8765, help="port to listen on (8765; 0: any free)")
+    ui.set_defaults(handler=_cmd_ui)
     return parser
 
 

@@ -254,7 +254,11 @@ class Run:
         self._entered: list[Any] = []
         self.start_ns = _time_ns()
         hooks = client._live
-        self._live: Any = _live.start(hooks, self) if hooks and run_id is None else ()
+        self._live: Any = ()
+        if hooks:
+            # A run joined from another process has its span (if any) there; its tasks here
+            # still need the hooks, with no state of the run's own to nest under.
+            self._live = [(hook, None) for hook in hooks] if run_id else _live.start(hooks, self)
 
     @property
     def id(self) -> str:
@@ -389,6 +393,8 @@ class Run:
 
     def emit_tool_error(self, tool: str, error: str | BaseException) -> None:
         message = exception_message(error) if isinstance(error, BaseException) else str(error)
+        # Free text, like an exception message: secrets written into it are scrubbed.
+        message = settings.capturer.text(message)
         self.emit("tool.failed", {"tool": tool, "error": message}, level="error")
 
     # -- ending ---------------------------------------------------------------------------

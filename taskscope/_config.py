@@ -75,14 +75,15 @@ _default_lock = threading.Lock()
 _UNSET: Any = object()
 
 
-_KNOWN = "local, local:PATH, console, jsonl:PATH, none"
-_LATER = {"agentos": "AgentOS", "otel": "OpenTelemetry"}
+_KNOWN = "local, local:PATH, console, jsonl:PATH, otel, agentos, none"
 
 
 def exporters_from_env() -> list[Exporter]:
     """The exporters ``TASKSCOPE_EXPORTERS`` names; unset or empty: the local store.
 
-    A comma list of ``local`` (or ``local:PATH``), ``console``, ``jsonl:PATH`` and ``none``.
+    A comma list of ``local`` (or ``local:PATH``), ``console``, ``jsonl:PATH``, ``otel`` (spans
+    through the global OpenTelemetry tracer provider), ``agentos`` (``AgentOSExporter()`` from
+    the ``AGENTOS_*`` variables) and ``none``.
     """
     if settings.env_problem is not None:
         raise settings.env_problem
@@ -107,11 +108,15 @@ def exporters_from_env() -> list[Exporter]:
         if kind == "jsonl" and argument:
             exporters.append(available.JSONLExporter(argument))
             continue
-        if kind in ("agentos", "otel"):
-            raise ConfigurationError(
-                f"TASKSCOPE_EXPORTERS names {item!r}: the {_LATER[kind]} exporter arrives in a "
-                f"later release of taskscope. For now use a comma list of: {_KNOWN}."
-            )
+        if kind == "otel" and not argument:
+            try:
+                exporters.append(available.load_otel_exporter()())
+            except ImportError as problem:
+                raise ConfigurationError(f"TASKSCOPE_EXPORTERS names 'otel': {problem}") from None
+            continue
+        if kind == "agentos" and not argument:
+            exporters.append(available.AgentOSExporter())
+            continue
         raise ConfigurationError(
             f"TASKSCOPE_EXPORTERS names {item!r}, which taskscope does not know. Use a comma "
             f"list of: {_KNOWN}."

@@ -269,8 +269,13 @@ class Pipeline:
         self._closed = False
         self._dispatched = 0
         self._problems_seen = 0
+        # A live-only exporter (``wants_batches = False``) works in its hooks and needs no lane;
+        # flush() and shutdown() still reach it.
+        self._laneless = [e for e in self.exporters if not getattr(e, "wants_batches", True)]
         self._lanes = [
-            _Lane(exporter, self.max_queue_size, self.max_batch_size) for exporter in self.exporters
+            _Lane(exporter, self.max_queue_size, self.max_batch_size)
+            for exporter in self.exporters
+            if exporter not in self._laneless
         ]
         self._dispatcher = self._start_dispatcher()
 
@@ -363,12 +368,21 @@ class Pipeline:
                 lane.ensure_alive()
                 lane.add_barrier(barrier)
 
+        deadline = time.monotonic() + timeout
         self._control(at_barrier)
         reached = barrier.done.wait(timeout)
         problems = self._intake.dropped
         clean = problems == self._problems_seen
         self._problems_seen = problems
-        return reached and barrier.ok and clean
+        flushed = True
+        for exporter in self._laneless:
+            try:
+                flushed = (
+                    bool(exporter.force_flush(max(0.0, deadline - time.monotonic()))) and flushed
+                )
+            except Exception:
+                flushed = False
+        return reached and barrier.ok and clean and flushed
 
     def sync(self, timeout: float = 5.0) -> bool:
         """Wait until the dispatcher has handed everything recorded so far to the taps."""
@@ -402,13 +416,13 @@ class Pipeline:
             lane.stop()
         for lane in self._lanes:
             lane.thread.join(max(0.0, deadline - time.monotonic()))
-        for lane in self._lanes:
-            if lane.thread.is_alive():
-                continue  # hung in its exporter: leave it, it is a daemon thread
+        idle = [lane.exporter for lane in self._lanes if not lane.thread.is_alive()]
+        for exporter in idle + self._laneless:  # a lane hung in its exporter is left behind
             try:
-                lane.exporter.shutdown()
+                exporter.shutdown()
             except Exception:
-                warn_once("shutdown:" + lane.name, "taskscope: %s.shutdown raised.", lane.name)
+                name = type(exporter).__name__
+                warn_once("shutdown:" + name, "taskscope: %s.shutdown raised.", name)
         _pipelines.discard(self)
         return delivered
 

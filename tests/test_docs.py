@@ -91,6 +91,16 @@ EXAMPLES = {
         r"^run stored in \.taskscope/taskscope\.db; see it again with:$",
         r"^  (\S*/)?taskscope show latest$",
     ],
+    # Run without a backend here (tests/e2e/otel_phoenix_e2e.py runs it against Phoenix).
+    "otel_phoenix": [
+        r"^trace_id: [0-9a-f]{32}$",
+        r"^pdf-agent \[AGENT\] OK$",
+        r"^  parse-pdf \[CHAIN\] OK$",
+        r"^  classify-document \[CHAIN\] UNSET$",
+        r"^    lookup-ticker \[CHAIN\] OK$",
+        r"^    upload-summary \[CHAIN\] ERROR$",
+        r"^published store://summaries/northwind-2024\.txt \(3 pages, annual-report\)$",
+    ],
     "seed_manual_api": [
         r"^task parse-pdf: completed, output \{'pages': 3\}$",
         r"^run: completed, output \{'pages': 3\}$",

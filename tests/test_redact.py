@@ -162,3 +162,14 @@ def test_scrub_text_keeps_the_message_readable() -> None:
     )
     assert "pw1" not in text and "abc " not in text and "abcdefghijkl" not in text
     assert '"user": "ada"' in text and text.startswith("failed:")
+
+
+def test_tool_error_text_is_scrubbed(client: taskscope.Client, memory: InMemoryExporter) -> None:
+    """emit_tool_error scrubs credentials written into its error text."""
+    run = client.start_run()
+    run.emit_tool_error("search", "auth failed with api_key=sk-live-abc123")
+    run.complete()
+    assert client.flush()
+    (event,) = memory.events
+    assert "sk-live-abc123" not in event.payload["error"]
+    assert event.payload["error"].startswith("auth failed with api_key=")

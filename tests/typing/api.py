@@ -115,3 +115,8 @@ assert_type(cap.tasks, list[taskscope.TaskRecord])
 store: Exporter = LocalStore("runs.db")
 console: Exporter = ConsoleExporter()
 taskscope.configure(exporters=[LocalStore(), ConsoleExporter(max_siblings=50), store, console])
+
+from taskscope.exporters import OTelExporter  # noqa: E402  (loaded on first use)
+
+spans: Exporter = OTelExporter()
+taskscope.configure(exporters=[OTelExporter(tracer_provider=None), LocalStore()])
