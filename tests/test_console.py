@@ -146,7 +146,7 @@ def test_rich_paints_the_same_lines_on_a_terminal() -> None:
     assert "✗ upload" in painted and plain.splitlines()[2] in painted
 
 
-def test_taskscope_exporters_names_console_local_and_later_ones(
+def test_taskscope_exporters_names_console_local_and_unknown_ones(
     monkeypatch: pytest.MonkeyPatch, tmp_path: object
 ) -> None:
     """TASKSCOPE_EXPORTERS=console,local and none work; an unknown name is a one-line error."""
@@ -156,7 +156,6 @@ def test_taskscope_exporters_names_console_local_and_later_ones(
     monkeypatch.setenv("TASKSCOPE_EXPORTERS", "none")
     with taskscope.Client() as client:
         assert client.exporters == []
-    # agentos arrived (tests/test_agentos.py), otel too (tests/test_otel.py).
     monkeypatch.setenv("TASKSCOPE_EXPORTERS", "local,zipkin")
     with pytest.raises(taskscope.ConfigurationError, match="does not know"):
         taskscope.Client()
