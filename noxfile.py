@@ -28,6 +28,13 @@ def typecheck(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    """The documentation site (mkdocs-material, API reference from docstrings), strictly."""
+    session.install("-e", ".", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.25")
+    session.run("mkdocs", "build", "--strict", env={"NO_MKDOCS_2_WARNING": "1"})
+
+
+@nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     """The hot-path table and the caller-latency figure (run on demand, not by default)."""
     # The peers, to be measured in the same process: each set up to build its records locally.
