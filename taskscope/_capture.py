@@ -92,10 +92,6 @@ class Capturer:
             return self.redactor.apply_callback(bound)  # type: ignore[no-any-return]
         return bound
 
-    def deferred_arguments(self, names: tuple[str, ...], args: tuple[Any, ...]) -> Any:
-        """Capture arguments the caller handed over uncaptured (all immutable scalars)."""
-        return self.arguments(dict(zip(names, args, strict=False)))
-
     def text(self, text: str, limit: int | None = None) -> str:
         """Scrub secrets from free text (error messages, tracebacks) and bound its length."""
         text = self.redactor.scrub_text(text)

@@ -72,7 +72,7 @@ class Task:
         self.run = run
         self.parent = parent
         self.name = name
-        self._input = input
+        self.input = input
         if metadata is not None:
             self._metadata = metadata
         if kind != "task":
@@ -89,14 +89,6 @@ class Task:
         if ident is None:
             ident = self._id = _ids.format_id(self._n)
         return ident
-
-    @property
-    def input(self) -> Any:
-        """The captured input (arguments of a decorated call by parameter name)."""
-        value = self._input
-        if type(value) is tuple:  # (names, args) handed over uncaptured by the hot path
-            value = self._input = settings.capturer.deferred_arguments(*value)
-        return value
 
     @property
     def task_id(self) -> str:
