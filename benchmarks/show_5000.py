@@ -20,23 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import taskscope
+from big_run import record
+
 from taskscope._cli import main as cli_main
-from taskscope.exporters import LocalStore
-
-PHASES = 4
-STEPS = 1_249
-
-
-def record(path: Path) -> None:
-    with taskscope.Client([LocalStore(path)]) as client, client.start_run(name="big") as run:
-        for phase in range(PHASES):
-            with run.task(f"phase-{phase}"):
-                for step in range(STEPS):
-                    with run.task("step", input={"phase": phase, "step": step}) as task:
-                        run.emit_llm_response("stand-in", "ok", usage={"input_tokens": 10})
-                        task.output = {"ok": True}
-            client.flush()  # keep the queue under its bound: nothing dropped
 
 
 def best_of(runs: int, action: object) -> float:

@@ -19,12 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import taskscope
-from taskscope.exporters import LocalStore
+from big_run import record
+
 from taskscope.server.app import create_app, serve_in_thread
 
-PHASES = 4
-STEPS = 1_249
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -35,18 +33,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-def record(path: Path) -> str:
-    with taskscope.Client([LocalStore(path)]) as client, client.start_run(name="big") as run:
-        for phase in range(PHASES):
-            with run.task(f"phase-{phase}"):
-                for step in range(STEPS):
-                    with run.task("step", input={"phase": phase, "step": step}) as task:
-                        run.emit_llm_response("stand-in", "ok", usage={"input_tokens": 10})
-                        task.output = {"ok": True}
-            client.flush()  # keep the queue under its bound: nothing dropped
-    return run.id
 
 
 def main() -> None:
