@@ -43,6 +43,7 @@ def bench(session: nox.Session) -> None:
     )
     session.run("python", "benchmarks/run.py", *session.posargs)
     session.run("python", "benchmarks/caller_latency.py")
+    session.run("python", "benchmarks/throughput.py")
 
 
 @nox.session(python="3.11")
