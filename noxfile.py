@@ -36,10 +36,10 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
-    """The hot-path table and the caller-latency figure (run on demand, not by default)."""
+    """The hot-path table, caller latency, throughput and memory (on demand, not by default)."""
     # The peers, to be measured in the same process: each set up to build its records locally.
     session.install(
-        "-e", ".", "opentelemetry-sdk", "logfire", "langfuse", "langsmith", "pyagentos-sdk"
+        "-e", ".[ui]", "opentelemetry-sdk", "logfire", "langfuse", "langsmith", "pyagentos-sdk"
     )
     session.run("python", "benchmarks/run.py", *session.posargs)
     session.run("python", "benchmarks/caller_latency.py")
