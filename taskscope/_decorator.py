@@ -246,6 +246,8 @@ def _sync_task_wrapper(spec: _Spec) -> Callable[..., Any]:
         if parent is None:
             run = _get_run()
             if run is None:  # outside any run: a run of its own, or a pass-through
+                if settings.disabled or not settings.auto_run:
+                    return wrapped(*args, **kwargs)
                 return generic(wrapped, instance, args, kwargs)
         else:
             run = parent.run
