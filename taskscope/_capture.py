@@ -75,10 +75,40 @@ class Capturer:
         if kind in PLAIN_TYPES or (kind is str and len(value) <= self._max_str):
             out = value
         else:
-            out = self._guarded_walk(value)
+            out = self._flat_copy(value) if kind is dict else None
+            if out is None:
+                out = self._guarded_walk(value)
         if self.redactor.callback is not None:
             out = self.redactor.apply_callback(out)
         return out
+
+    def _flat_copy(self, mapping: dict[Any, Any]) -> dict[str, Any] | None:
+        """A copy of a small flat dict of known-safe keys and plain values; None otherwise.
+
+        The common payload (``{"amount": 12.5, "status": "ok"}``) needs no walk: its keys were
+        already judged not secret (the redactor's cache) and its values are JSON as they are.
+        Anything else, including a key seen for the first time, takes the full walk.
+        """
+        if len(mapping) > self.limits.max_items:
+            return None
+        judged = self.redactor._cache
+        budget = self.limits.max_bytes
+        max_str = self._max_str
+        for key, item in mapping.items():
+            if type(key) is not str or judged.get(key) is not False:
+                return None
+            kind = type(item)
+            if kind is str:
+                if len(item) > max_str:
+                    return None
+                budget -= len(item)
+            elif kind is float:
+                if item != item or item in (math.inf, -math.inf):
+                    return None
+            elif kind not in PLAIN_TYPES:
+                return None
+            budget -= len(key) + 8
+        return dict(mapping) if budget > 0 else None
 
     def arguments(self, bound: dict[str, Any]) -> dict[str, Any]:
         """Capture a call's bound arguments in place; ``bound`` must be a fresh dict."""

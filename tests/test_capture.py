@@ -220,3 +220,21 @@ def test_non_string_keys_and_capture_cost_is_bounded() -> None:
     assert len(value) == 101
     assert value["0"] == 0
     assert value["…"] == "[truncated 999900 keys]"
+
+
+def test_small_flat_payloads_are_copied_and_still_redacted() -> None:
+    """A flat dict is recorded as a copy; secret keys, long strings and NaN still get handled."""
+    capturer = Capturer(taskscope.CaptureLimits(max_string_length=5))
+    payload = {"amount": 12.5, "status": "ok"}
+    for _ in range(2):  # the second time its keys are known: the quick path
+        copied = capturer.value(payload)
+        assert copied == payload and copied is not payload
+    assert capturer.value({"amount": 1, "api_key": "sk-1"}) == {
+        "amount": 1,
+        "api_key": "[REDACTED]",
+    }
+    assert capturer.value({"amount": 1, "status": "toolong"}) == {
+        "amount": 1,
+        "status": "toolo…[truncated 2 chars]",
+    }
+    assert capturer.value({"amount": float("nan")}) == {"amount": "nan"}
