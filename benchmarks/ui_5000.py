@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,16 +24,9 @@ from big_run import record
 
 from taskscope.server.app import create_app, serve_in_thread
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+# The same browser and flags as the browser tests (what this machine's Chromium needs).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from ui_support import CHROMIUM, CHROMIUM_ARGS
 
 
 def main() -> None:

@@ -112,20 +112,20 @@ def exit(states: LiveStates, tokens: list[Any]) -> None:
             _complain(hook, "live_exit", problem)
 
 
-def event(states: LiveStates, happened: LiveEvent) -> None:
+def _each(states: LiveStates, name: str, argument: Any) -> None:
     for hook, state in states:
         try:
-            hook.live_event(state, happened)
+            getattr(hook, name)(state, argument)
         except Exception as problem:
-            _complain(hook, "live_event", problem)
+            _complain(hook, name, problem)
+
+
+def event(states: LiveStates, happened: LiveEvent) -> None:
+    _each(states, "live_event", happened)
 
 
 def end(states: LiveStates, ending: Ending) -> None:
-    for hook, state in states:
-        try:
-            hook.live_end(state, ending)
-        except Exception as problem:
-            _complain(hook, "live_end", problem)
+    _each(states, "live_end", ending)
 
 
 def state_of(item: Run | Task | None, hook: LiveExporter) -> Any:
