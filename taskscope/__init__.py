@@ -5,6 +5,7 @@ Only names listed in ``__all__`` are public; the implementation lives in private
 
 from typing import TYPE_CHECKING
 
+from . import _accel
 from ._capture import CaptureLimits
 from ._client import Client, Run, Span, Task
 from ._config import configure, flush
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from . import testing as testing
 
 __version__ = "0.1.0"
+
+_accel.install()  # the C hot path, when it was built (after every module it refers to)
 
 
 def __getattr__(name: str) -> object:

@@ -66,6 +66,9 @@ class Capturer:
         self.limits = limits or CaptureLimits()
         self.redactor = redactor or Redactor()
         self._max_str = self.limits.max_string_length
+        # Strings up to this length are kept as they are by the C hot path; -1 (nothing kept
+        # without a call) when a redaction callback must see every value.
+        self.fast_str_limit = self._max_str if self.redactor.callback is None else -1
 
     # -- entry points ---------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import _ids
+from . import _accel, _ids
 from ._config import settings
 from ._internal import internal_error
 from ._model import ErrorInfo, EventRecord, Record, RunRecord, TaskRecord
@@ -42,6 +42,29 @@ def _next_seq(run: Run) -> int:
     seq: int = run._seq
     run._seq = seq + 1
     return seq
+
+
+def convert_until_control(ops: list[tuple[Any, ...]], start: int) -> tuple[list[Record], int]:
+    """The records of ``ops[start:stop]``, ``stop`` being the index of the next control op
+    (or ``len(ops)``): the control op runs between the records before and after it."""
+    capturer = settings.capturer
+    speedups = _accel.speedups
+    if speedups is not None:
+        return speedups.convert(  # type: ignore[no-any-return]
+            ops,
+            start,
+            _ids.current_prefix(),
+            capturer.value,
+            capturer.fast_str_limit,
+            _error_info,
+            _run_start,
+            _run_end,
+        )
+    stop = start
+    length = len(ops)
+    while stop < length and ops[stop][0] != CONTROL:
+        stop += 1
+    return convert(ops[start:stop] if start or stop < length else ops), stop
 
 
 def convert(ops: list[tuple[Any, ...]]) -> list[Record]:

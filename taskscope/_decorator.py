@@ -16,7 +16,7 @@ from typing import Any, TypeVar, cast, overload
 
 import wrapt
 
-from . import _context
+from . import _accel, _context
 from ._capture import IMMUTABLE_SCALARS
 from ._client import NOOP_RUN, NOOP_TASK, Run, Task
 from ._config import settings
@@ -240,6 +240,9 @@ def _sync_task_wrapper(spec: _Spec) -> Callable[..., Any]:
     capture_output = spec.capture_output
     process_output = spec.process_output
     generic = _sync_wrapper(opener)
+    speedups = _accel.speedups
+    if speedups is not None:
+        return _c_task_wrapper(speedups, spec, generic)
 
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         parent = _get_task()
@@ -292,6 +295,35 @@ def _sync_task_wrapper(spec: _Spec) -> Callable[..., Any]:
         return result
 
     return wrapper
+
+
+def _c_task_wrapper(speedups: Any, spec: _Spec, generic: Callable[..., Any]) -> Callable[..., Any]:
+    """The same hot path as ``_sync_task_wrapper``'s, run by ``taskscope._speedups``."""
+
+    def outside(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if settings.disabled or not settings.auto_run:
+            return wrapped(*args, **kwargs)
+        return generic(wrapped, instance, args, kwargs)
+
+    def finish(task: Task, result: Any) -> None:
+        task._finish_managed(spec.captured_output(result))
+
+    return cast(
+        Callable[..., Any],
+        speedups.TaskCall(
+            spec=spec,
+            name=spec.name,
+            kind=spec.kind,
+            names=spec.binder.positional,
+            metadata=spec.metadata or None,
+            outside=outside,
+            generic=generic,
+            capture_slow=spec.captured_input,
+            finish_slow=finish,
+            capture_input=spec.capture_input,
+            raw_output=spec.capture_output and spec.process_output is None,
+        ),
+    )
 
 
 def _sync_wrapper(opener: _Opener) -> Callable[..., Any]:

@@ -47,7 +47,23 @@ def internal_error(kind: str) -> None:
         )
 
 
-def _log(level: int, message: str, args: tuple[object, ...], *, exc_info: bool) -> None:
+def report_internal(kind: str, exc: BaseException) -> None:
+    """``internal_error`` for an exception caught outside an ``except`` (by the C hot path)."""
+    if RAISE_INTERNAL_ERRORS:
+        raise exc
+    if first_time("internal:" + kind):
+        _log(
+            logging.ERROR,
+            "taskscope hit an internal error (%s); your code keeps running, only this record "
+            "may be incomplete. Please report it.",
+            (kind,),
+            exc_info=exc,
+        )
+
+
+def _log(
+    level: int, message: str, args: tuple[object, ...], *, exc_info: bool | BaseException
+) -> None:
     # Log with taskscope switched off for this thread, so a logging handler that records into
     # taskscope (or calls instrumented code) cannot feed our own messages back into records.
     from . import _context

@@ -18,10 +18,10 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from . import _context
-from ._convert import CONTROL, EVENT, convert
+from . import _accel, _context
+from ._convert import CONTROL, EVENT, convert_until_control
 from ._internal import internal_error, logger, warn_once
 from ._model import EventRecord, Record
 
@@ -95,7 +95,7 @@ class _BoundedQueue:
         items = self.items
         count = min(len(items), limit)
         self.in_flight = count  # counted before popping, so the bound is never under-read
-        batch = [items.popleft() for _ in range(count)]
+        batch = list(itertools.starmap(items.popleft, itertools.repeat((), count)))
         self._low_hint = max(0, self._low_hint - count)
         return batch
 
@@ -109,6 +109,54 @@ class _BoundedQueue:
                 self._what,
                 self.maxsize,
             )
+
+
+class _IntakeLike(Protocol):
+    items: deque[Any]
+    wake_at: int
+
+    def __call__(self, op: tuple[Any, ...], /) -> None: ...
+
+
+class _Intake:
+    """The caller's side of the intake; ``taskscope._speedups.Intake`` is its C twin."""
+
+    __slots__ = ("items", "maxsize", "on_full", "on_wake", "wake_at")
+
+    def __init__(
+        self,
+        items: deque[Any],
+        maxsize: int,
+        wake_at: int,
+        on_wake: Callable[[], None],
+        on_full: Callable[[tuple[Any, ...]], None],
+    ) -> None:
+        self.items = items
+        self.maxsize = maxsize
+        self.wake_at = wake_at
+        self.on_wake = on_wake
+        self.on_full = on_full
+
+    def __call__(self, op: tuple[Any, ...]) -> None:
+        items = self.items
+        if len(items) < self.maxsize:
+            items.append(op)
+            if len(items) == self.wake_at:
+                self.on_wake()
+        else:
+            self.on_full(op)
+
+
+def _make_intake(
+    items: deque[Any],
+    maxsize: int,
+    on_wake: Callable[[], None],
+    on_full: Callable[[tuple[Any, ...]], None],
+) -> _IntakeLike:
+    speedups = _accel.speedups
+    if speedups is not None:
+        return speedups.Intake(items, maxsize, maxsize, on_wake, on_full)  # type: ignore[no-any-return]
+    return _Intake(items, maxsize, maxsize, on_wake, on_full)
 
 
 class _Lane:
@@ -256,6 +304,8 @@ class Pipeline:
         self.flush_interval = flush_interval
         self.shutdown_timeout = shutdown_timeout
         self._taps: list[Callable[[list[Record]], None]] = list(_active_taps)
+        self.put: _IntakeLike = _make_intake(deque(), max_queue_size, self._on_wake, self._on_full)
+        """Queue one op: the caller's whole share of the work (a length check and an append)."""
         self._start_runtime()
         _pipelines.add(self)
 
@@ -266,6 +316,8 @@ class Pipeline:
         self._items = self._intake.items
         self._wake = threading.Event()
         self._wake_at = min(self.max_batch_size, self.max_queue_size)
+        self.put.items = self._items
+        self.put.wake_at = self._wake_at
         self._closed = False
         self._dispatched = 0
         self._problems_seen = 0
@@ -291,20 +343,16 @@ class Pipeline:
 
     # -- the caller's side ----------------------------------------------------------------
 
-    def put(self, op: tuple[Any, ...]) -> None:
-        """Queue one op. The hot path: a length check and an append."""
-        items = self._items
-        if len(items) < self.max_queue_size:
-            items.append(op)
-            if len(items) == self._wake_at:
-                self._wake.set()
-                if not self._dispatcher.is_alive():
-                    self._revive()
-        else:
-            with self._intake.lock:
-                self._intake.offer_locked(op)
-            if not self._wake.is_set():
-                self._wake.set()
+    def _on_wake(self) -> None:
+        self._wake.set()
+        if not self._dispatcher.is_alive():
+            self._revive()
+
+    def _on_full(self, op: tuple[Any, ...]) -> None:
+        with self._intake.lock:
+            self._intake.offer_locked(op)
+        if not self._wake.is_set():
+            self._wake.set()
 
     def _control(self, action: Callable[[], None]) -> None:
         self._items.append((CONTROL, action))  # control ops are never dropped
@@ -336,13 +384,13 @@ class Pipeline:
             with intake.lock:
                 ops = intake.take_locked(self.max_batch_size)
                 intake.in_flight = 0  # the intake's bound counts queued ops only
-            segment_start = 0
-            for index, op in enumerate(ops):
-                if op[0] == CONTROL:
-                    self._deliver(convert(ops[segment_start:index]))
-                    segment_start = index + 1
-                    op[1]()
-            self._deliver(convert(ops[segment_start:] if segment_start else ops))
+            start, length = 0, len(ops)
+            while start < length:
+                records, stop = convert_until_control(ops, start)
+                self._deliver(records)
+                if stop < length:
+                    ops[stop][1]()  # a control op: runs between the records before and after
+                start = stop + 1
 
     def _deliver(self, records: list[Record]) -> None:
         if not records:

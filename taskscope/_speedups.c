@@ -1,0 +1,930 @@
+/* taskscope._speedups: the hot path in C.
+ *
+ * Three pieces, each with a pure-Python twin that stays the reference (taskscope/_accel.py
+ * chooses; TASKSCOPE_PURE_PYTHON=1 forces Python):
+ *   Intake    the caller's one queue append (Pipeline.put's fast case);
+ *   TaskCall  the wrapper wrapt calls for a decorated sync function inside a run;
+ *   convert   the dispatcher's turning of intake ops into records.
+ * Anything unusual (no run, a live exporter, keyword arguments, values that need a walk, an
+ * error) is handed to the Python code, so this file only ever does the common case. It holds
+ * no state of its own beyond references handed over once by setup().
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <stdio.h>
+#include <time.h>
+
+/* -- what setup() hands over ---------------------------------------------------------------- */
+
+static PyObject *task_var;       /* ContextVar: the current task */
+static PyObject *run_var;        /* ContextVar: the current run */
+static PyObject *settings;       /* taskscope._config.settings */
+static PyObject *task_type;      /* taskscope._client.Task */
+static PyObject *task_record;    /* taskscope._model.TaskRecord */
+static PyObject *event_record;   /* taskscope._model.EventRecord */
+static PyObject *report_error;   /* _internal.report_internal(kind, exc) */
+
+enum { RUN_START, RUN_END, TASK_START, TASK_END, EVENT, CONTROL, TASK_END_RAW };
+
+static PyObject *s_run, *s_recording, *s_live, *s_capturer, *s_spec_capturer, *s_fast_limit,
+    *s_arguments, *s_status, *s_skip_reason, *s_metadata, *s_fail_managed, *s_put, *s_append,
+    *s_seq, *s_id, *s_id_attr, *s_n, *s_parent, *s_name, *s_start_ns, *s_input, *s_kind,
+    *s_end_seq, *s_running, *s_completed, *s_task_start_kind, *s_convert_kind, *s_end_kind;
+static PyObject *op_codes[7];
+
+static int
+intern_all(void)
+{
+#define INTERN(var, text) if (!(var = PyUnicode_InternFromString(text))) return -1
+    INTERN(s_run, "run");
+    INTERN(s_recording, "recording");
+    INTERN(s_live, "_live");
+    INTERN(s_capturer, "capturer");
+    INTERN(s_spec_capturer, "_capturer");
+    INTERN(s_fast_limit, "fast_str_limit");
+    INTERN(s_arguments, "arguments");
+    INTERN(s_status, "status");
+    INTERN(s_skip_reason, "_skip_reason");
+    INTERN(s_metadata, "_metadata");
+    INTERN(s_fail_managed, "_fail_managed");
+    INTERN(s_put, "_put");
+    INTERN(s_append, "append");
+    INTERN(s_seq, "_seq");
+    INTERN(s_id, "_id");
+    INTERN(s_id_attr, "id");
+    INTERN(s_n, "_n");
+    INTERN(s_parent, "parent");
+    INTERN(s_name, "name");
+    INTERN(s_start_ns, "start_ns");
+    INTERN(s_input, "input");
+    INTERN(s_kind, "kind");
+    INTERN(s_end_seq, "end_seq");
+    INTERN(s_running, "running");
+    INTERN(s_completed, "completed");
+    INTERN(s_task_start_kind, "task-start");
+    INTERN(s_convert_kind, "convert");
+    INTERN(s_end_kind, "task-end");
+#undef INTERN
+    for (int code = 0; code < 7; code++) {
+        if (!(op_codes[code] = PyLong_FromLong(code))) return -1;
+    }
+    return 0;
+}
+
+/* -- small helpers --------------------------------------------------------------------------- */
+
+static PyObject *
+now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return PyLong_FromLongLong((long long)ts.tv_sec * 1000000000LL + ts.tv_nsec);
+}
+
+/* Hands the pending exception to Python's report_internal. 0 when it was reported and
+ * cleared; -1 when it must propagate (not an Exception, or internal errors are raised). */
+static int
+report_internal(PyObject *kind)
+{
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) return -1;
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyErr_NormalizeException(&type, &value, &traceback);
+    if (traceback != NULL && value != NULL) PyException_SetTraceback(value, traceback);
+    PyObject *args[2] = {kind, value ? value : Py_None};
+    PyObject *done = PyObject_Vectorcall(report_error, args, 2, NULL);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(traceback);
+    if (done == NULL) return -1;
+    Py_DECREF(done);
+    return 0;
+}
+
+/* A value the capturer keeps as it is: None, bool, int, or a str within the length limit.
+ * A negative limit (a redaction callback is set) keeps nothing. */
+static inline int
+is_plain(PyObject *value, Py_ssize_t str_limit)
+{
+    if (str_limit < 0) return 0;
+    PyTypeObject *kind = Py_TYPE(value);
+    if (value == Py_None || kind == &PyLong_Type || kind == &PyBool_Type) return 1;
+    return kind == &PyUnicode_Type && PyUnicode_GET_LENGTH(value) <= str_limit;
+}
+
+static Py_ssize_t
+current_str_limit(PyObject *capturer)
+{
+    PyObject *limit = PyObject_GetAttr(capturer, s_fast_limit);
+    if (limit == NULL) return -2;
+    Py_ssize_t value = PyLong_AsSsize_t(limit);
+    Py_DECREF(limit);
+    if (value == -1 && PyErr_Occurred()) return -2;
+    return value;
+}
+
+/* -- Intake: the caller's side of the pipeline's queue --------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *items;     /* collections.deque */
+    Py_ssize_t maxsize;
+    Py_ssize_t wake_at;
+    PyObject *on_wake;   /* called after the append that makes the queue wake_at long */
+    PyObject *on_full;   /* called with the op instead of appending when the queue is full */
+} Intake;
+
+static int
+intake_put(Intake *self, PyObject *op)
+{
+    PyObject *items = self->items;
+    Py_INCREF(items);
+    Py_ssize_t length = PyObject_Size(items);
+    PyObject *done;
+    if (length < 0) {
+        done = NULL;
+    } else if (length < self->maxsize) {
+        done = PyObject_CallMethodOneArg(items, s_append, op);
+        if (done != NULL && length + 1 == self->wake_at) {
+            Py_DECREF(done);
+            done = PyObject_CallNoArgs(self->on_wake);
+        }
+    } else {
+        done = PyObject_CallOneArg(self->on_full, op);
+    }
+    Py_DECREF(items);
+    if (done == NULL) return -1;
+    Py_DECREF(done);
+    return 0;
+}
+
+static PyObject *
+intake_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "Intake takes exactly one op");
+        return NULL;
+    }
+    if (intake_put((Intake *)self, args[0]) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static int
+intake_init(Intake *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"items", "maxsize", "wake_at", "on_wake", "on_full", NULL};
+    PyObject *items, *on_wake, *on_full;
+    Py_ssize_t maxsize, wake_at;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OnnOO", keywords, &items, &maxsize,
+                                     &wake_at, &on_wake, &on_full))
+        return -1;
+    Py_INCREF(items);
+    Py_INCREF(on_wake);
+    Py_INCREF(on_full);
+    Py_XSETREF(self->items, items);
+    Py_XSETREF(self->on_wake, on_wake);
+    Py_XSETREF(self->on_full, on_full);
+    self->maxsize = maxsize;
+    self->wake_at = wake_at;
+    self->vectorcall = intake_vectorcall;
+    return 0;
+}
+
+static int
+intake_traverse(Intake *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->items);
+    Py_VISIT(self->on_wake);
+    Py_VISIT(self->on_full);
+    return 0;
+}
+
+static int
+intake_clear(Intake *self)
+{
+    Py_CLEAR(self->items);
+    Py_CLEAR(self->on_wake);
+    Py_CLEAR(self->on_full);
+    return 0;
+}
+
+static void
+intake_dealloc(Intake *self)
+{
+    PyObject_GC_UnTrack(self);
+    intake_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+intake_get_items(Intake *self, void *closure)
+{
+    return Py_NewRef(self->items ? self->items : Py_None);
+}
+
+static int
+intake_set_items(Intake *self, PyObject *value, void *closure)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "items cannot be deleted");
+        return -1;
+    }
+    Py_INCREF(value);
+    Py_XSETREF(self->items, value);
+    return 0;
+}
+
+static PyGetSetDef intake_getset[] = {
+    {"items", (getter)intake_get_items, (setter)intake_set_items, NULL, NULL},
+    {NULL},
+};
+
+static PyMemberDef intake_members[] = {
+    {"maxsize", T_PYSSIZET, offsetof(Intake, maxsize), 0, NULL},
+    {"wake_at", T_PYSSIZET, offsetof(Intake, wake_at), 0, NULL},
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(Intake, vectorcall), READONLY, NULL},
+    {NULL},
+};
+
+static PyTypeObject IntakeType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "taskscope._speedups.Intake",
+    .tp_basicsize = sizeof(Intake),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)intake_init,
+    .tp_traverse = (traverseproc)intake_traverse,
+    .tp_clear = (inquiry)intake_clear,
+    .tp_dealloc = (destructor)intake_dealloc,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Intake, vectorcall),
+    .tp_members = intake_members,
+    .tp_getset = intake_getset,
+};
+
+/* Appends op to run's intake: inline when run._put is an Intake, else through the call. */
+static int
+put(PyObject *run, PyObject *op)
+{
+    PyObject *putter = PyObject_GetAttr(run, s_put);
+    if (putter == NULL) return -1;
+    int status;
+    if (Py_TYPE(putter) == &IntakeType) {
+        status = intake_put((Intake *)putter, op);
+    } else {
+        PyObject *done = PyObject_CallOneArg(putter, op);
+        status = done == NULL ? -1 : 0;
+        Py_XDECREF(done);
+    }
+    Py_DECREF(putter);
+    return status;
+}
+
+/* -- TaskCall: the wrapper of a decorated sync function ------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *spec;          /* the decorator's _Spec: its _capturer says the fast path is safe */
+    PyObject *name;
+    PyObject *kind;
+    PyObject *names;         /* positional parameter names, a tuple */
+    PyObject *metadata;      /* a dict copied into each task, or None */
+    PyObject *outside;       /* (wrapped, instance, args, kwargs): no run is current */
+    PyObject *generic;       /* (wrapped, instance, args, kwargs): the frame-based wrapper */
+    PyObject *capture_slow;  /* (instance, args, kwargs) -> captured input */
+    PyObject *finish_slow;   /* (task, result): end a task whose output needs capturing */
+    int capture_input;
+    int raw_output;          /* capture_output and no process_output */
+} TaskCall;
+
+static PyObject *
+call_wrapped(PyObject *wrapped, PyObject *args, PyObject *kwargs)
+{
+    if (kwargs != Py_None && PyDict_Check(kwargs) && PyDict_GET_SIZE(kwargs) > 0)
+        return PyObject_Call(wrapped, args, kwargs);
+    return PyObject_Call(wrapped, args, NULL);
+}
+
+/* The captured input, a new reference; NULL with an exception set on failure. */
+static PyObject *
+capture_input(TaskCall *self, PyObject *instance, PyObject *args, PyObject *kwargs)
+{
+    if (!self->capture_input) Py_RETURN_NONE;
+    Py_ssize_t count = PyTuple_GET_SIZE(self->names);
+    int simple = instance == Py_None && PyTuple_GET_SIZE(args) == count &&
+                 (kwargs == Py_None || (PyDict_Check(kwargs) && PyDict_GET_SIZE(kwargs) == 0));
+    if (simple) {
+        PyObject *capturer = PyObject_GetAttr(settings, s_capturer);
+        if (capturer == NULL) return NULL;
+        PyObject *known = PyObject_GetAttr(self->spec, s_spec_capturer);
+        if (known == NULL) {
+            Py_DECREF(capturer);
+            return NULL;
+        }
+        Py_DECREF(known);  /* only compared */
+        if (known == capturer) {
+            Py_ssize_t limit = current_str_limit(capturer);
+            PyObject *bound = limit < -1 ? NULL : PyDict_New();
+            int plain = 1;
+            for (Py_ssize_t i = 0; bound != NULL && i < count; i++) {
+                PyObject *value = PyTuple_GET_ITEM(args, i);
+                plain = plain && is_plain(value, limit);
+                if (PyDict_SetItem(bound, PyTuple_GET_ITEM(self->names, i), value) < 0)
+                    Py_CLEAR(bound);
+            }
+            if (bound != NULL && !plain) {
+                Py_SETREF(bound, PyObject_CallMethodOneArg(capturer, s_arguments, bound));
+            }
+            Py_DECREF(capturer);
+            return bound;
+        }
+        Py_DECREF(capturer);
+    }
+    PyObject *call_args[3] = {instance, args, kwargs};
+    return PyObject_Vectorcall(self->capture_slow, call_args, 3, NULL);
+}
+
+/* Opens the task: a new reference, or NULL with an exception set. */
+static PyObject *
+open_task(TaskCall *self, PyObject *run, PyObject *parent, PyObject *instance, PyObject *args,
+          PyObject *kwargs)
+{
+    PyObject *captured = capture_input(self, instance, args, kwargs);
+    if (captured == NULL) return NULL;
+    PyObject *metadata = self->metadata == Py_None ? Py_NewRef(Py_None)
+                                                   : PyDict_Copy(self->metadata);
+    if (metadata == NULL) {
+        Py_DECREF(captured);
+        return NULL;
+    }
+    PyObject *task_args[7] = {run, parent, self->name, captured, metadata, self->kind, Py_True};
+    PyObject *task = PyObject_Vectorcall(task_type, task_args, 7, NULL);
+    Py_DECREF(captured);
+    Py_DECREF(metadata);
+    if (task == NULL) return NULL;
+    PyObject *op = PyTuple_Pack(2, op_codes[TASK_START], task);
+    if (op == NULL || put(run, op) < 0) {
+        Py_XDECREF(op);
+        Py_DECREF(task);
+        return NULL;
+    }
+    Py_DECREF(op);
+    return task;
+}
+
+static int
+attr_is(PyObject *object, PyObject *name, PyObject *expected)
+{
+    PyObject *value = PyObject_GetAttr(object, name);
+    if (value == NULL) return -1;
+    int same = value == expected;
+    if (!same && PyUnicode_Check(value) && PyUnicode_Check(expected))
+        same = PyUnicode_Compare(value, expected) == 0;
+    Py_DECREF(value);
+    return same;
+}
+
+/* Ends the task after a normal return. 0, or -1 with an exception set. */
+static int
+close_task(TaskCall *self, PyObject *run, PyObject *task, PyObject *result)
+{
+    PyTypeObject *kind = Py_TYPE(result);
+    int scalar = result == Py_None || kind == &PyLong_Type || kind == &PyBool_Type ||
+                 kind == &PyFloat_Type || kind == &PyUnicode_Type;
+    if (self->raw_output && scalar) {
+        int running = attr_is(task, s_status, s_running);
+        int unskipped = running > 0 ? attr_is(task, s_skip_reason, Py_None) : 0;
+        int bare = unskipped > 0 ? attr_is(task, s_metadata, Py_None) : 0;
+        if (running < 0 || unskipped < 0 || bare < 0) return -1;
+        if (bare) {
+            /* Completed with a scalar: handed over as it is, captured off this thread. */
+            if (PyObject_SetAttr(task, s_status, s_completed) < 0) return -1;
+            PyObject *end_ns = now_ns();
+            if (end_ns == NULL) return -1;
+            PyObject *op = PyTuple_Pack(7, op_codes[TASK_END_RAW], task, s_completed, result,
+                                        Py_None, end_ns, Py_None);
+            Py_DECREF(end_ns);
+            if (op == NULL) return -1;
+            int status = put(run, op);
+            Py_DECREF(op);
+            return status;
+        }
+    }
+    PyObject *finish_args[2] = {task, result};
+    PyObject *done = PyObject_Vectorcall(self->finish_slow, finish_args, 2, NULL);
+    if (done == NULL) return -1;
+    Py_DECREF(done);
+    return 0;
+}
+
+/* The body raised: the task fails with the exception, which then goes on unchanged. */
+static void
+fail_task(PyObject *task)
+{
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyErr_NormalizeException(&type, &value, &traceback);
+    if (traceback != NULL && value != NULL) PyException_SetTraceback(value, traceback);
+    PyObject *done = PyObject_CallMethodOneArg(task, s_fail_managed, value ? value : Py_None);
+    if (done == NULL) PyErr_Clear();  /* _fail_managed reports its own errors */
+    Py_XDECREF(done);
+    PyErr_Restore(type, value, traceback);
+}
+
+static PyObject *
+taskcall_vectorcall(PyObject *op_self, PyObject *const *argv, size_t nargsf, PyObject *kwnames)
+{
+    TaskCall *self = (TaskCall *)op_self;
+    if (PyVectorcall_NARGS(nargsf) != 4 || kwnames != NULL || !PyTuple_Check(argv[2])) {
+        PyErr_SetString(PyExc_TypeError, "TaskCall takes (wrapped, instance, args, kwargs)");
+        return NULL;
+    }
+    PyObject *wrapped = argv[0], *instance = argv[1], *args = argv[2], *kwargs = argv[3];
+    PyObject *parent = NULL, *run = NULL;
+    if (PyContextVar_Get(task_var, Py_None, &parent) < 0) return NULL;
+    if (parent == Py_None) {
+        if (PyContextVar_Get(run_var, Py_None, &run) < 0) {
+            Py_DECREF(parent);
+            return NULL;
+        }
+        if (run == Py_None) {  /* outside any run: a run of its own, or a pass-through */
+            Py_DECREF(parent);
+            Py_DECREF(run);
+            return PyObject_Vectorcall(self->outside, argv, 4, NULL);
+        }
+    } else {
+        run = PyObject_GetAttr(parent, s_run);
+        if (run == NULL) {
+            Py_DECREF(parent);
+            return NULL;
+        }
+    }
+    PyObject *result = NULL;
+    PyObject *flag = PyObject_GetAttr(run, s_recording);
+    int recording = flag == NULL ? -1 : PyObject_IsTrue(flag);
+    Py_XDECREF(flag);
+    if (recording <= 0) {
+        if (recording == 0) result = call_wrapped(wrapped, args, kwargs);
+        goto done;
+    }
+    flag = PyObject_GetAttr(run, s_live);
+    int live = flag == NULL ? -1 : PyObject_IsTrue(flag);
+    Py_XDECREF(flag);
+    if (live != 0) {  /* a live exporter (OpenTelemetry) needs the frame-based path */
+        if (live > 0) result = PyObject_Vectorcall(self->generic, argv, 4, NULL);
+        goto done;
+    }
+    PyObject *task = open_task(self, run, parent, instance, args, kwargs);
+    if (task == NULL) {
+        if (report_internal(s_task_start_kind) == 0) result = call_wrapped(wrapped, args, kwargs);
+        goto done;
+    }
+    PyObject *token = PyContextVar_Set(task_var, task);
+    if (token == NULL) {
+        Py_DECREF(task);
+        goto done;
+    }
+    result = call_wrapped(wrapped, args, kwargs);
+    if (result == NULL) {
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        if (PyContextVar_Reset(task_var, token) < 0) PyErr_Clear();
+        PyErr_Restore(type, value, traceback);
+        fail_task(task);
+    } else {
+        if (PyContextVar_Reset(task_var, token) < 0 ||
+            close_task(self, run, task, result) < 0) {
+            if (report_internal(s_end_kind) < 0) Py_CLEAR(result);
+        }
+    }
+    Py_DECREF(token);
+    Py_DECREF(task);
+done:
+    Py_DECREF(parent);
+    Py_DECREF(run);
+    return result;
+}
+
+static int
+taskcall_init(TaskCall *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"spec", "name", "kind", "names", "metadata", "outside", "generic",
+                               "capture_slow", "finish_slow", "capture_input", "raw_output",
+                               NULL};
+    PyObject *spec, *name, *kind, *names, *metadata, *outside, *generic, *capture_slow,
+        *finish_slow;
+    int capture, raw_output;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OUUO!OOOOOpp", keywords, &spec, &name, &kind,
+                                     &PyTuple_Type, &names, &metadata, &outside, &generic,
+                                     &capture_slow, &finish_slow, &capture, &raw_output))
+        return -1;
+    if (metadata != Py_None && !PyDict_Check(metadata)) {
+        PyErr_SetString(PyExc_TypeError, "metadata must be a dict or None");
+        return -1;
+    }
+#define KEEP(field) Py_INCREF(field); Py_XSETREF(self->field, field)
+    KEEP(spec);
+    KEEP(name);
+    KEEP(kind);
+    KEEP(names);
+    KEEP(metadata);
+    KEEP(outside);
+    KEEP(generic);
+    KEEP(capture_slow);
+    KEEP(finish_slow);
+#undef KEEP
+    self->capture_input = capture;
+    self->raw_output = raw_output;
+    self->vectorcall = taskcall_vectorcall;
+    return 0;
+}
+
+static int
+taskcall_traverse(TaskCall *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->spec);
+    Py_VISIT(self->name);
+    Py_VISIT(self->kind);
+    Py_VISIT(self->names);
+    Py_VISIT(self->metadata);
+    Py_VISIT(self->outside);
+    Py_VISIT(self->generic);
+    Py_VISIT(self->capture_slow);
+    Py_VISIT(self->finish_slow);
+    return 0;
+}
+
+static int
+taskcall_clear(TaskCall *self)
+{
+    Py_CLEAR(self->spec);
+    Py_CLEAR(self->name);
+    Py_CLEAR(self->kind);
+    Py_CLEAR(self->names);
+    Py_CLEAR(self->metadata);
+    Py_CLEAR(self->outside);
+    Py_CLEAR(self->generic);
+    Py_CLEAR(self->capture_slow);
+    Py_CLEAR(self->finish_slow);
+    return 0;
+}
+
+static void
+taskcall_dealloc(TaskCall *self)
+{
+    PyObject_GC_UnTrack(self);
+    taskcall_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef taskcall_members[] = {
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(TaskCall, vectorcall), READONLY, NULL},
+    {NULL},
+};
+
+static PyTypeObject TaskCallType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "taskscope._speedups.TaskCall",
+    .tp_basicsize = sizeof(TaskCall),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)taskcall_init,
+    .tp_traverse = (traverseproc)taskcall_traverse,
+    .tp_clear = (inquiry)taskcall_clear,
+    .tp_dealloc = (destructor)taskcall_dealloc,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(TaskCall, vectorcall),
+    .tp_members = taskcall_members,
+};
+
+/* -- convert: intake ops into records, on the dispatcher's thread -------------------------- */
+
+typedef struct {
+    PyObject *prefix;        /* the id prefix of this process */
+    PyObject *capture;       /* capturer.value */
+    Py_ssize_t str_limit;    /* capturer.fast_str_limit */
+    PyObject *error_info;    /* ErrorInfo | PendingError -> ErrorInfo */
+    PyObject *run_start;     /* run -> RunRecord */
+    PyObject *run_end;       /* op -> RunRecord */
+} Converting;
+
+static PyObject *
+format_id(PyObject *prefix, PyObject *number)
+{
+    unsigned long long value = PyLong_AsUnsignedLongLong(number);
+    if (value == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    char digits[24];
+    snprintf(digits, sizeof digits, "%012llx", value);
+    return PyUnicode_FromFormat("%U%s", prefix, digits);
+}
+
+/* object._id, formatted from object._n and kept when not yet set: a new reference. */
+static PyObject *
+id_of(PyObject *object, PyObject *prefix)
+{
+    PyObject *ident = PyObject_GetAttr(object, s_id);
+    if (ident == NULL || ident != Py_None) return ident;
+    Py_DECREF(ident);
+    PyObject *number = PyObject_GetAttr(object, s_n);
+    if (number == NULL) return NULL;
+    ident = format_id(prefix, number);
+    Py_DECREF(number);
+    if (ident != NULL && PyObject_SetAttr(object, s_id, ident) < 0) Py_CLEAR(ident);
+    return ident;
+}
+
+static PyObject *
+run_id_of(PyObject *run)
+{
+    PyObject *ident = PyObject_GetAttr(run, s_id);
+    if (ident == NULL || ident != Py_None) return ident;
+    Py_DECREF(ident);
+    return PyObject_GetAttr(run, s_id_attr);
+}
+
+/* run._seq, then run._seq += 1; -1 on error. */
+static Py_ssize_t
+take_seq(PyObject *run)
+{
+    PyObject *value = PyObject_GetAttr(run, s_seq);
+    if (value == NULL) return -1;
+    Py_ssize_t seq = PyLong_AsSsize_t(value);
+    Py_DECREF(value);
+    if (seq < 0) return -1;
+    PyObject *next = PyLong_FromSsize_t(seq + 1);
+    if (next == NULL) return -1;
+    int status = PyObject_SetAttr(run, s_seq, next);
+    Py_DECREF(next);
+    return status < 0 ? -1 : seq;
+}
+
+static PyObject *
+captured_output(Converting *c, PyObject *value)
+{
+    if (is_plain(value, c->str_limit)) return Py_NewRef(value);
+    return PyObject_CallOneArg(c->capture, value);
+}
+
+/* A TaskRecord of task as of its end op (or running, when end is NULL). */
+static PyObject *
+task_record_of(Converting *c, PyObject *task, PyObject *run, PyObject *end, Py_ssize_t seq)
+{
+    PyObject *fields[14] = {NULL};
+    PyObject *record = NULL, *parent = NULL;
+    if (!(fields[0] = id_of(task, c->prefix))) goto done;
+    if (!(fields[1] = run_id_of(run))) goto done;
+    if (!(parent = PyObject_GetAttr(task, s_parent))) goto done;
+    fields[2] = parent == Py_None ? Py_NewRef(Py_None) : id_of(parent, c->prefix);
+    if (fields[2] == NULL) goto done;
+    if (!(fields[3] = PyObject_GetAttr(task, s_name))) goto done;
+    if (!(fields[5] = PyObject_GetAttr(task, s_start_ns))) goto done;
+    if (!(fields[6] = PyLong_FromSsize_t(seq))) goto done;
+    if (!(fields[7] = PyObject_GetAttr(task, s_input))) goto done;
+    fields[11] = Py_NewRef(Py_None);
+    if (!(fields[13] = PyObject_GetAttr(task, s_kind))) goto done;
+    if (end == NULL) {
+        fields[4] = Py_NewRef(s_running);
+        fields[8] = Py_NewRef(Py_None);
+        fields[9] = Py_NewRef(Py_None);
+        fields[10] = Py_NewRef(Py_None);
+        PyObject *meta = PyObject_GetAttr(task, s_metadata);
+        if (meta == NULL) goto done;
+        int truth = PyObject_IsTrue(meta);
+        fields[12] = truth > 0 ? PyObject_CallOneArg((PyObject *)&PyDict_Type, meta)
+                               : truth == 0 ? PyDict_New() : NULL;
+        Py_DECREF(meta);
+        if (fields[12] == NULL) goto done;
+    } else {
+        if (!PyTuple_Check(end) || PyTuple_GET_SIZE(end) != 7) {
+            PyErr_SetString(PyExc_ValueError, "malformed task end op");
+            goto done;
+        }
+        long code = PyLong_AsLong(PyTuple_GET_ITEM(end, 0));
+        PyObject *output = PyTuple_GET_ITEM(end, 3), *error = PyTuple_GET_ITEM(end, 4);
+        PyObject *metadata = PyTuple_GET_ITEM(end, 6);
+        fields[4] = Py_NewRef(PyTuple_GET_ITEM(end, 2));
+        fields[8] = code == TASK_END_RAW ? captured_output(c, output) : Py_NewRef(output);
+        if (fields[8] == NULL) goto done;
+        fields[9] = error == Py_None ? Py_NewRef(Py_None) : PyObject_CallOneArg(c->error_info, error);
+        if (fields[9] == NULL) goto done;
+        fields[10] = Py_NewRef(PyTuple_GET_ITEM(end, 5));
+        fields[12] = metadata == Py_None ? PyDict_New() : Py_NewRef(metadata);
+        if (fields[12] == NULL) goto done;
+    }
+    record = PyObject_Vectorcall(task_record, fields, 14, NULL);
+done:
+    Py_XDECREF(parent);
+    for (int i = 0; i < 14; i++) Py_XDECREF(fields[i]);
+    return record;
+}
+
+static PyObject *
+event_record_of(Converting *c, PyObject *op)
+{
+    if (PyTuple_GET_SIZE(op) != 8) {
+        PyErr_SetString(PyExc_ValueError, "malformed event op");
+        return NULL;
+    }
+    PyObject *run = PyTuple_GET_ITEM(op, 1), *task = PyTuple_GET_ITEM(op, 2);
+    PyObject *fields[8] = {NULL};
+    PyObject *record = NULL;
+    Py_ssize_t seq = take_seq(run);
+    if (seq < 0) return NULL;
+    if (!(fields[0] = format_id(c->prefix, PyTuple_GET_ITEM(op, 7)))) goto done;
+    if (!(fields[1] = run_id_of(run))) goto done;
+    fields[2] = task == Py_None ? Py_NewRef(Py_None) : PyObject_GetAttr(task, s_id_attr);
+    if (fields[2] == NULL) goto done;
+    for (int i = 3; i < 7; i++) fields[i] = Py_NewRef(PyTuple_GET_ITEM(op, i));
+    if (!(fields[7] = PyLong_FromSsize_t(seq))) goto done;
+    record = PyObject_Vectorcall(event_record, fields, 8, NULL);
+done:
+    for (int i = 0; i < 8; i++) Py_XDECREF(fields[i]);
+    return record;
+}
+
+/* One op into records (appended to records); 0, or -1 with an exception set. */
+static int
+convert_one(Converting *c, PyObject *op, PyObject *ended, PyObject *collapsed, PyObject *records)
+{
+    long code = PyLong_AsLong(PyTuple_GET_ITEM(op, 0));
+    PyObject *record = NULL;
+    if (code == TASK_START) {
+        PyObject *task = PyTuple_GET_ITEM(op, 1);
+        PyObject *run = PyObject_GetAttr(task, s_run);
+        if (run == NULL) return -1;
+        Py_ssize_t seq = take_seq(run);
+        PyObject *seq_object = seq < 0 ? NULL : PyLong_FromSsize_t(seq);
+        if (seq_object == NULL || PyObject_SetAttr(task, s_seq, seq_object) < 0) {
+            Py_XDECREF(seq_object);
+            Py_DECREF(run);
+            return -1;
+        }
+        Py_DECREF(seq_object);
+        PyObject *end = PyDict_GetItemWithError(ended, task);  /* borrowed */
+        if (end == NULL && PyErr_Occurred()) {
+            Py_DECREF(run);
+            return -1;
+        }
+        record = task_record_of(c, task, run, end, seq);
+        Py_DECREF(run);
+        if (record == NULL) return -1;
+        if (end != NULL && PyDict_SetItem(collapsed, task, record) < 0) {
+            Py_DECREF(record);
+            return -1;
+        }
+    } else if (code == EVENT) {
+        record = event_record_of(c, op);
+    } else if (code == TASK_END || code == TASK_END_RAW) {
+        PyObject *task = PyTuple_GET_ITEM(op, 1);
+        PyObject *run = PyObject_GetAttr(task, s_run);
+        if (run == NULL) return -1;
+        Py_ssize_t end_seq = take_seq(run);
+        PyObject *end_seq_object = end_seq < 0 ? NULL : PyLong_FromSsize_t(end_seq);
+        if (end_seq_object == NULL) {
+            Py_DECREF(run);
+            return -1;
+        }
+        PyObject *early = PyDict_GetItemWithError(collapsed, task);  /* borrowed */
+        int status = 0;
+        if (early != NULL) {
+            status = PyObject_SetAttr(early, s_end_seq, end_seq_object);
+            if (status == 0) status = PyDict_DelItem(collapsed, task);
+        } else if (PyErr_Occurred()) {
+            status = -1;
+        } else {
+            /* A start dropped from a full queue leaves the task placed at its end. */
+            PyObject *start = PyObject_GetAttr(task, s_seq);
+            Py_ssize_t start_seq = end_seq;
+            if (start == NULL) {
+                PyErr_Clear();
+            } else {
+                start_seq = PyLong_AsSsize_t(start);
+                Py_DECREF(start);
+            }
+            record = start_seq < 0 ? NULL : task_record_of(c, task, run, op, start_seq);
+            if (record == NULL || PyObject_SetAttr(record, s_end_seq, end_seq_object) < 0)
+                status = -1;
+        }
+        Py_DECREF(end_seq_object);
+        Py_DECREF(run);
+        if (status < 0) {
+            Py_XDECREF(record);
+            return -1;
+        }
+        if (record == NULL) return 0;
+    } else if (code == RUN_START) {
+        record = PyObject_CallOneArg(c->run_start, PyTuple_GET_ITEM(op, 1));
+    } else if (code == RUN_END) {
+        record = PyObject_CallOneArg(c->run_end, op);
+    } else {
+        if (code == -1 && PyErr_Occurred()) return -1;
+        return 0;
+    }
+    if (record == NULL) return -1;
+    int status = PyList_Append(records, record);
+    Py_DECREF(record);
+    return status;
+}
+
+/* convert(ops, start, prefix, capture, str_limit, error_info, run_start, run_end)
+ *   -> (records, stop): the records of ops[start:stop], stop being the index of the first
+ *   control op at or after start, or len(ops). */
+static PyObject *
+convert(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
+{
+    if (nargs != 8 || !PyList_Check(argv[0])) {
+        PyErr_SetString(PyExc_TypeError, "convert() takes 8 arguments, ops being a list");
+        return NULL;
+    }
+    PyObject *ops = argv[0];
+    Py_ssize_t start = PyLong_AsSsize_t(argv[1]);
+    Py_ssize_t limit = PyLong_AsSsize_t(argv[4]);
+    if ((start == -1 || limit == -1) && PyErr_Occurred()) return NULL;
+    Converting c = {argv[2], argv[3], limit, argv[5], argv[6], argv[7]};
+    Py_ssize_t length = PyList_GET_SIZE(ops), stop = start;
+    for (; stop < length; stop++) {
+        PyObject *op = PyList_GET_ITEM(ops, stop);
+        if (!PyTuple_Check(op) || PyTuple_GET_SIZE(op) < 2) {
+            PyErr_SetString(PyExc_TypeError, "every op must be a tuple of at least 2 items");
+            return NULL;
+        }
+        if (PyTuple_GET_ITEM(op, 0) == op_codes[CONTROL]) break;
+    }
+    PyObject *ended = PyDict_New(), *collapsed = PyDict_New(), *records = PyList_New(0);
+    if (ended == NULL || collapsed == NULL || records == NULL) goto error;
+    for (Py_ssize_t i = start; i < stop; i++) {
+        PyObject *op = PyList_GET_ITEM(ops, i);
+        PyObject *code = PyTuple_GET_ITEM(op, 0);
+        if (code == op_codes[TASK_END] || code == op_codes[TASK_END_RAW]) {
+            if (PyDict_SetItem(ended, PyTuple_GET_ITEM(op, 1), op) < 0) goto error;
+        }
+    }
+    for (Py_ssize_t i = start; i < stop; i++) {
+        if (convert_one(&c, PyList_GET_ITEM(ops, i), ended, collapsed, records) < 0) {
+            if (report_internal(s_convert_kind) < 0) goto error;
+        }
+    }
+    Py_DECREF(ended);
+    Py_DECREF(collapsed);
+    return Py_BuildValue("(Nn)", records, stop);
+error:
+    Py_XDECREF(ended);
+    Py_XDECREF(collapsed);
+    Py_XDECREF(records);
+    return NULL;
+}
+
+/* -- the module -------------------------------------------------------------------------------- */
+
+static PyObject *
+setup(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"task_var", "run_var", "settings", "task_type", "task_record",
+                               "event_record", "report_error", NULL};
+    PyObject *values[7];
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOO", keywords, &values[0], &values[1],
+                                     &values[2], &values[3], &values[4], &values[5], &values[6]))
+        return NULL;
+    PyObject **slots[7] = {&task_var, &run_var, &settings, &task_type, &task_record,
+                           &event_record, &report_error};
+    for (int i = 0; i < 7; i++) {
+        Py_INCREF(values[i]);
+        Py_XSETREF(*slots[i], values[i]);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"setup", (PyCFunction)(void (*)(void))setup, METH_VARARGS | METH_KEYWORDS,
+     "Hand over the objects the fast paths use; called once by taskscope._accel."},
+    {"convert", (PyCFunction)(void (*)(void))convert, METH_FASTCALL,
+     "Records for the ops up to the next control op."},
+    {NULL},
+};
+
+static struct PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "taskscope._speedups",
+    .m_doc = "The hot path in C; taskscope/_accel.py chooses between it and Python.",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    if (intern_all() < 0) return NULL;
+    if (PyType_Ready(&IntakeType) < 0 || PyType_Ready(&TaskCallType) < 0) return NULL;
+    PyObject *module = PyModule_Create(&speedups_module);
+    if (module == NULL) return NULL;
+    if (PyModule_AddObjectRef(module, "Intake", (PyObject *)&IntakeType) < 0 ||
+        PyModule_AddObjectRef(module, "TaskCall", (PyObject *)&TaskCallType) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

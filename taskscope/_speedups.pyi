@@ -1,0 +1,62 @@
+"""Types of the C hot path (taskscope/_speedups.c); its Python twins are the reference."""
+
+from collections import deque
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
+
+class Intake:
+    items: deque[Any]
+    maxsize: int
+    wake_at: int
+    def __init__(
+        self,
+        items: deque[Any],
+        maxsize: int,
+        wake_at: int,
+        on_wake: Callable[[], None],
+        on_full: Callable[[tuple[Any, ...]], None],
+    ) -> None: ...
+    def __call__(self, op: tuple[Any, ...], /) -> None: ...
+
+class TaskCall:
+    def __init__(
+        self,
+        *,
+        spec: Any,
+        name: str,
+        kind: str,
+        names: tuple[str, ...],
+        metadata: dict[str, Any] | None,
+        outside: Callable[..., Any],
+        generic: Callable[..., Any],
+        capture_slow: Callable[..., Any],
+        finish_slow: Callable[[Any, Any], None],
+        capture_input: bool,
+        raw_output: bool,
+    ) -> None: ...
+    def __call__(
+        self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], /
+    ) -> Any: ...
+
+def setup(
+    *,
+    task_var: ContextVar[Any],
+    run_var: ContextVar[Any],
+    settings: Any,
+    task_type: type,
+    task_record: type,
+    event_record: type,
+    report_error: Callable[[str, BaseException], None],
+) -> None: ...
+def convert(
+    ops: list[tuple[Any, ...]],
+    start: int,
+    prefix: str,
+    capture: Callable[[Any], Any],
+    str_limit: int,
+    error_info: Callable[[Any], Any],
+    run_start: Callable[[Any], Any],
+    run_end: Callable[[tuple[Any, ...]], Any],
+    /,
+) -> tuple[list[Any], int]: ...
