@@ -22,6 +22,8 @@ def install() -> None:
         from . import _speedups
     except ImportError:
         return
+    import dataclasses
+
     from . import _client, _context, _internal, _model
     from ._config import settings
 
@@ -33,6 +35,8 @@ def install() -> None:
         task_record=_model.TaskRecord,
         event_record=_model.EventRecord,
         report_error=_internal.report_internal,
+        task_fields=tuple(f.name for f in dataclasses.fields(_model.TaskRecord)),
+        event_fields=tuple(f.name for f in dataclasses.fields(_model.EventRecord)),
     )
     speedups = _speedups
 

@@ -18,6 +18,7 @@ from decimal import Decimal
 from pathlib import PurePath
 from typing import Any
 
+from . import _accel
 from ._internal import warn_once
 from ._redact import REDACTED, Redactor
 
@@ -78,7 +79,20 @@ class Capturer:
         if kind in PLAIN_TYPES or (kind is str and len(value) <= self._max_str):
             out = value
         else:
-            out = self._flat_copy(value) if kind is dict else None
+            out = None
+            if kind is dict:
+                speedups = _accel.speedups
+                if speedups is None:
+                    out = self._flat_copy(value)
+                else:
+                    limits = self.limits
+                    out = speedups.flat_copy(
+                        value,
+                        self.redactor._cache,
+                        limits.max_items,
+                        limits.max_bytes,
+                        self._max_str,
+                    )
             if out is None:
                 out = self._guarded_walk(value)
         if self.redactor.callback is not None:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 _time_ns = time.time_ns
 _next_number = _ids.next_number
+_get_task = _context.current_task_var.get
 USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")
 
 
@@ -353,14 +354,16 @@ class Run:
                 payload = {"payload": payload, "taskscope.invalid_level": str(level)[:50]}
                 level = "info"
             captured = settings.capturer.value(payload) if payload is not None else {}
-            task = _context.get_current_task()
+            task = _get_task()
             if task is not None and task.run is not self:
                 task = None
+            if type.__class__ is not str:
+                type = str(type)
             occurred_ns = _time_ns()
-            self._put((EVENT, self, task, str(type), level, captured, occurred_ns, _next_number()))
+            self._put((EVENT, self, task, type, level, captured, occurred_ns, _next_number()))
             if self._live:
                 states = task._live if task is not None and task._live else self._live
-                _live.event(states, _live.LiveEvent(str(type), level, captured, occurred_ns))
+                _live.event(states, _live.LiveEvent(type, level, captured, occurred_ns))
         except Exception:
             internal_error("emit")
 

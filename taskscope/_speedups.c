@@ -26,6 +26,16 @@ static PyObject *task_record;    /* taskscope._model.TaskRecord */
 static PyObject *event_record;   /* taskscope._model.EventRecord */
 static PyObject *report_error;   /* _internal.report_internal(kind, exc) */
 
+/* Where each field of a record type lives: records are built by writing their slots, not by
+ * calling the dataclass's __init__ (a Python frame per record). */
+#define MAX_FIELDS 16
+typedef struct {
+    PyTypeObject *type;
+    Py_ssize_t count;
+    Py_ssize_t offsets[MAX_FIELDS];
+} Layout;
+static Layout task_layout, event_layout;
+
 enum { RUN_START, RUN_END, TASK_START, TASK_END, EVENT, CONTROL, TASK_END_RAW };
 
 static PyObject *s_run, *s_recording, *s_live, *s_capturer, *s_spec_capturer, *s_fast_limit,
@@ -74,6 +84,43 @@ intern_all(void)
 }
 
 /* -- small helpers --------------------------------------------------------------------------- */
+
+static int
+learn_layout(Layout *layout, PyObject *type, PyObject *names)
+{
+    if (!PyType_Check(type) || !PyTuple_Check(names) || PyTuple_GET_SIZE(names) > MAX_FIELDS) {
+        PyErr_SetString(PyExc_TypeError, "a record type and a tuple of its field names");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(names); i++) {
+        PyObject *descriptor = PyObject_GetAttr(type, PyTuple_GET_ITEM(names, i));
+        if (descriptor == NULL) return -1;
+        int is_slot = Py_IS_TYPE(descriptor, &PyMemberDescr_Type) &&
+                      ((PyMemberDescrObject *)descriptor)->d_member->type == T_OBJECT_EX;
+        if (is_slot) layout->offsets[i] = ((PyMemberDescrObject *)descriptor)->d_member->offset;
+        Py_DECREF(descriptor);
+        if (!is_slot) {
+            PyErr_Format(PyExc_TypeError, "%R is not a slot of %R", PyTuple_GET_ITEM(names, i), type);
+            return -1;
+        }
+    }
+    Py_INCREF(type);
+    Py_XSETREF(layout->type, (PyTypeObject *)type);
+    layout->count = PyTuple_GET_SIZE(names);
+    return 0;
+}
+
+/* A record with these field values (borrowed references; they are taken): a new reference. */
+static PyObject *
+make_record(Layout *layout, PyObject **fields)
+{
+    PyObject *record = layout->type->tp_alloc(layout->type, 0);
+    if (record == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < layout->count; i++) {
+        *(PyObject **)((char *)record + layout->offsets[i]) = Py_NewRef(fields[i]);
+    }
+    return record;
+}
 
 static PyObject *
 now_ns(void)
@@ -715,7 +762,7 @@ task_record_of(Converting *c, PyObject *task, PyObject *run, PyObject *end, Py_s
         fields[12] = metadata == Py_None ? PyDict_New() : Py_NewRef(metadata);
         if (fields[12] == NULL) goto done;
     }
-    record = PyObject_Vectorcall(task_record, fields, 14, NULL);
+    record = make_record(&task_layout, fields);
 done:
     Py_XDECREF(parent);
     for (int i = 0; i < 14; i++) Py_XDECREF(fields[i]);
@@ -740,7 +787,7 @@ event_record_of(Converting *c, PyObject *op)
     if (fields[2] == NULL) goto done;
     for (int i = 3; i < 7; i++) fields[i] = Py_NewRef(PyTuple_GET_ITEM(op, i));
     if (!(fields[7] = PyLong_FromSsize_t(seq))) goto done;
-    record = PyObject_Vectorcall(event_record, fields, 8, NULL);
+    record = make_record(&event_layout, fields);
 done:
     for (int i = 0; i < 8; i++) Py_XDECREF(fields[i]);
     return record;
@@ -878,16 +925,72 @@ error:
     return NULL;
 }
 
+/* -- flat_copy: the capturer's shortcut for small flat dicts ------------------------------- */
+
+/* flat_copy(mapping, judged, max_items, max_bytes, max_str) -> dict | None
+ *   A copy of a dict of at most max_items str keys already judged not secret (judged[key] is
+ *   False) and JSON-native values (None, bool, int, finite float, str up to max_str), within
+ *   max_bytes; None when anything needs the full walk. Capturer._flat_copy is its twin. */
+static PyObject *
+flat_copy(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyDict_Check(argv[1])) {
+        PyErr_SetString(PyExc_TypeError, "flat_copy(mapping, judged, max_items, max_bytes, max_str)");
+        return NULL;
+    }
+    PyObject *mapping = argv[0], *judged = argv[1];
+    Py_ssize_t max_items = PyLong_AsSsize_t(argv[2]);
+    Py_ssize_t budget = PyLong_AsSsize_t(argv[3]);
+    Py_ssize_t max_str = PyLong_AsSsize_t(argv[4]);
+    if ((max_items == -1 || budget == -1 || max_str == -1) && PyErr_Occurred()) return NULL;
+    if (!PyDict_CheckExact(mapping) || PyDict_GET_SIZE(mapping) > max_items) Py_RETURN_NONE;
+    Py_ssize_t position = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(mapping, &position, &key, &value)) {
+        if (!PyUnicode_CheckExact(key)) Py_RETURN_NONE;
+        PyObject *verdict = PyDict_GetItemWithError(judged, key);
+        if (verdict != Py_False) {
+            if (verdict == NULL && PyErr_Occurred()) return NULL;
+            Py_RETURN_NONE;
+        }
+        PyTypeObject *kind = Py_TYPE(value);
+        if (kind == &PyUnicode_Type) {
+            if (PyUnicode_GET_LENGTH(value) > max_str) Py_RETURN_NONE;
+            budget -= PyUnicode_GET_LENGTH(value);
+        } else if (kind == &PyFloat_Type) {
+            if (!Py_IS_FINITE(PyFloat_AS_DOUBLE(value))) Py_RETURN_NONE;
+        } else if (!(value == Py_None || kind == &PyLong_Type || kind == &PyBool_Type)) {
+            Py_RETURN_NONE;
+        }
+        budget -= PyUnicode_GET_LENGTH(key) + 8;
+    }
+    if (budget <= 0) Py_RETURN_NONE;
+    return PyDict_Copy(mapping);
+}
+
 /* -- the module -------------------------------------------------------------------------------- */
 
 static PyObject *
 setup(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {"task_var", "run_var", "settings", "task_type", "task_record",
-                               "event_record", "report_error", NULL};
-    PyObject *values[7];
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOO", keywords, &values[0], &values[1],
-                                     &values[2], &values[3], &values[4], &values[5], &values[6]))
+                               "event_record", "report_error", "task_fields", "event_fields",
+                               NULL};
+    PyObject *values[7], *task_fields, *event_fields;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOOOO", keywords, &values[0], &values[1],
+                                     &values[2], &values[3], &values[4], &values[5], &values[6],
+                                     &task_fields, &event_fields))
+        return NULL;
+    if (PyTuple_Check(task_fields) && PyTuple_GET_SIZE(task_fields) != 14) {
+        PyErr_SetString(PyExc_ValueError, "TaskRecord has 14 fields here");
+        return NULL;
+    }
+    if (PyTuple_Check(event_fields) && PyTuple_GET_SIZE(event_fields) != 8) {
+        PyErr_SetString(PyExc_ValueError, "EventRecord has 8 fields here");
+        return NULL;
+    }
+    if (learn_layout(&task_layout, values[4], task_fields) < 0 ||
+        learn_layout(&event_layout, values[5], event_fields) < 0)
         return NULL;
     PyObject **slots[7] = {&task_var, &run_var, &settings, &task_type, &task_record,
                            &event_record, &report_error};
@@ -903,6 +1006,8 @@ static PyMethodDef module_methods[] = {
      "Hand over the objects the fast paths use; called once by taskscope._accel."},
     {"convert", (PyCFunction)(void (*)(void))convert, METH_FASTCALL,
      "Records for the ops up to the next control op."},
+    {"flat_copy", (PyCFunction)(void (*)(void))flat_copy, METH_FASTCALL,
+     "A copy of a small flat dict that needs no walk, or None."},
     {NULL},
 };
 

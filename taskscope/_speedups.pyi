@@ -48,7 +48,12 @@ def setup(
     task_record: type,
     event_record: type,
     report_error: Callable[[str, BaseException], None],
+    task_fields: tuple[str, ...],
+    event_fields: tuple[str, ...],
 ) -> None: ...
+def flat_copy(
+    mapping: Any, judged: dict[str, bool], max_items: int, max_bytes: int, max_str: int, /
+) -> dict[str, Any] | None: ...
 def convert(
     ops: list[tuple[Any, ...]],
     start: int,
