@@ -42,6 +42,15 @@ def bench(session: nox.Session) -> None:
         "-e", ".[ui]", "opentelemetry-sdk", "logfire", "langfuse", "langsmith", "pyagentos-sdk"
     )
     session.run("python", "benchmarks/run.py", *session.posargs)
+    # The same cases on the pure-Python twin (what a machine without a C compiler runs).
+    session.run(
+        "python",
+        "benchmarks/run.py",
+        "--no-peers",
+        "--json",
+        "benchmarks/results/hot_path_python.json",
+        env={"TASKSCOPE_PURE_PYTHON": "1"},
+    )
     session.run("python", "benchmarks/caller_latency.py")
     session.run("python", "benchmarks/throughput.py")
 

@@ -268,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"taskscope {taskscope.__version__}, Python {platform.python_version()}, "
-        f"{platform.machine()}, {os.cpu_count()} cores; {args.rounds} rounds × {args.calls} calls"
+        f"{platform.machine()}, {os.cpu_count()} cores; {args.rounds} rounds × {args.calls} calls; "
+        f"hot path in {taskscope._accel.implementation()}"
     )
     print()
     print("| case | median ns/call | IQR ns | × bare | overhead ÷ wrapt overhead | valid |")
