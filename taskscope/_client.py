@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from . import _context, _ids, _live
+from . import _accel, _context, _ids, _live
 from ._config import exporters_from_env, settings
 from ._convert import EVENT, RUN_END, RUN_START, TASK_END, TASK_START, PendingError
 from ._errorinfo import exception_message, exception_type_name
@@ -43,12 +43,14 @@ def _usage_counts(usage: Mapping[str, Any] | None) -> dict[str, int]:
     return counts
 
 
-class Task:
-    """One step within a run. Ends exactly once: completed, failed or skipped."""
+class _PyTaskFields:
+    """The task handle's fields with their defaults, when the C module is not in use.
 
-    # No __slots__: a task is made on the hot path, and class-level defaults mean the
-    # constructor sets only what differs (an instance dict costs nothing until then).
-    recording = True
+    No __slots__: a task is made on the hot path, and class-level defaults mean the constructor
+    sets only what differs (an instance dict costs nothing until then). With the C module, the
+    same fields live in ``taskscope._speedups.TaskBase``, written and read without lookups.
+    """
+
     status = "running"
     output: Any = None
     kind = "task"
@@ -58,6 +60,18 @@ class Task:
     _managed = False
     _live: Any = ()  # (live exporter, its state) pairs, when the client has live exporters
     _seq: int  # the position of its start in the run's stream; set by the dispatcher
+
+
+if TYPE_CHECKING:
+    _TaskFields = _PyTaskFields
+else:
+    _TaskFields = _accel.compiled.TaskBase if _accel.compiled is not None else _PyTaskFields
+
+
+class Task(_TaskFields):
+    """One step within a run. Ends exactly once: completed, failed or skipped."""
+
+    recording = True
 
     def __init__(
         self,

@@ -25,6 +25,8 @@ static PyObject *task_type;      /* taskscope._client.Task */
 static PyObject *task_record;    /* taskscope._model.TaskRecord */
 static PyObject *event_record;   /* taskscope._model.EventRecord */
 static PyObject *report_error;   /* _internal.report_internal(kind, exc) */
+static PyObject *next_number;    /* _ids.next_number */
+static int task_is_base;         /* task_type derives from TaskBase */
 
 /* Where each field of a record type lives: records are built by writing their slots, not by
  * calling the dataclass's __init__ (a Python frame per record). */
@@ -41,8 +43,9 @@ enum { RUN_START, RUN_END, TASK_START, TASK_END, EVENT, CONTROL, TASK_END_RAW };
 static PyObject *s_run, *s_recording, *s_live, *s_capturer, *s_spec_capturer, *s_fast_limit,
     *s_arguments, *s_status, *s_skip_reason, *s_metadata, *s_fail_managed, *s_put, *s_append,
     *s_seq, *s_id, *s_id_attr, *s_n, *s_parent, *s_name, *s_start_ns, *s_input, *s_kind,
-    *s_end_seq, *s_running, *s_completed, *s_task_start_kind, *s_convert_kind, *s_end_kind;
+    *s_end_seq, *s_running, *s_completed, *s_task, *s_task_start_kind, *s_convert_kind, *s_end_kind;
 static PyObject *op_codes[7];
+static PyObject *empty_tuple;
 
 static int
 intern_all(void)
@@ -73,10 +76,12 @@ intern_all(void)
     INTERN(s_end_seq, "end_seq");
     INTERN(s_running, "running");
     INTERN(s_completed, "completed");
+    INTERN(s_task, "task");
     INTERN(s_task_start_kind, "task-start");
     INTERN(s_convert_kind, "convert");
     INTERN(s_end_kind, "task-end");
 #undef INTERN
+    if (!(empty_tuple = PyTuple_New(0))) return -1;
     for (int code = 0; code < 7; code++) {
         if (!(op_codes[code] = PyLong_FromLong(code))) return -1;
     }
@@ -170,6 +175,179 @@ current_str_limit(PyObject *capturer)
     Py_DECREF(limit);
     if (value == -1 && PyErr_Occurred()) return -2;
     return value;
+}
+
+/* -- TaskBase: the fixed layout of a task handle ------------------------------------------ */
+
+/* taskscope._client.Task derives from this when the C module is in use: the hot path writes a
+ * new task's fields and the dispatcher reads them without attribute lookups. Python code sees
+ * ordinary attributes (member descriptors). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *number;        /* _n: drawn from taskscope._ids.next_number */
+    PyObject *run;
+    PyObject *parent;
+    PyObject *name;
+    PyObject *input;
+    PyObject *start_ns;
+    PyObject *status;
+    PyObject *kind;
+    PyObject *ident;         /* _id: the id string, once formatted */
+    PyObject *metadata;      /* _metadata */
+    PyObject *skip_reason;   /* _skip_reason */
+    PyObject *managed;       /* _managed */
+    PyObject *live;          /* _live */
+    PyObject *output;
+    PyObject *seq;           /* _seq: unset until the dispatcher numbers the start */
+    PyObject *end_op;        /* while one convert() runs: this task's end op in the batch */
+    PyObject *early;         /* while one convert() runs: its record, awaiting its end_seq */
+} TaskBase;
+
+static void
+taskbase_defaults(TaskBase *self)
+{
+    self->status = Py_NewRef(s_running);
+    self->kind = Py_NewRef(s_task);
+    self->ident = Py_NewRef(Py_None);
+    self->metadata = Py_NewRef(Py_None);
+    self->skip_reason = Py_NewRef(Py_None);
+    self->managed = Py_NewRef(Py_False);
+    self->live = Py_NewRef(empty_tuple);
+    self->output = Py_NewRef(Py_None);
+}
+
+static PyObject *
+taskbase_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    TaskBase *self = (TaskBase *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    taskbase_defaults(self);
+    return (PyObject *)self;
+}
+
+static int
+taskbase_traverse(TaskBase *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->number);
+    Py_VISIT(self->run);
+    Py_VISIT(self->parent);
+    Py_VISIT(self->name);
+    Py_VISIT(self->input);
+    Py_VISIT(self->start_ns);
+    Py_VISIT(self->status);
+    Py_VISIT(self->kind);
+    Py_VISIT(self->ident);
+    Py_VISIT(self->metadata);
+    Py_VISIT(self->skip_reason);
+    Py_VISIT(self->managed);
+    Py_VISIT(self->live);
+    Py_VISIT(self->output);
+    Py_VISIT(self->seq);
+    Py_VISIT(self->end_op);
+    Py_VISIT(self->early);
+    if (Py_TYPE(self)->tp_flags & Py_TPFLAGS_HEAPTYPE) Py_VISIT(Py_TYPE(self));
+    return 0;
+}
+
+static int
+taskbase_clear(TaskBase *self)
+{
+    Py_CLEAR(self->number);
+    Py_CLEAR(self->run);
+    Py_CLEAR(self->parent);
+    Py_CLEAR(self->name);
+    Py_CLEAR(self->input);
+    Py_CLEAR(self->start_ns);
+    Py_CLEAR(self->status);
+    Py_CLEAR(self->kind);
+    Py_CLEAR(self->ident);
+    Py_CLEAR(self->metadata);
+    Py_CLEAR(self->skip_reason);
+    Py_CLEAR(self->managed);
+    Py_CLEAR(self->live);
+    Py_CLEAR(self->output);
+    Py_CLEAR(self->seq);
+    Py_CLEAR(self->end_op);
+    Py_CLEAR(self->early);
+    return 0;
+}
+
+static void
+taskbase_dealloc(TaskBase *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    taskbase_clear(self);
+    type->tp_free((PyObject *)self);
+}
+
+static PyMemberDef taskbase_members[] = {
+    {"_n", T_OBJECT_EX, offsetof(TaskBase, number), 0, NULL},
+    {"run", T_OBJECT_EX, offsetof(TaskBase, run), 0, NULL},
+    {"parent", T_OBJECT_EX, offsetof(TaskBase, parent), 0, NULL},
+    {"name", T_OBJECT_EX, offsetof(TaskBase, name), 0, NULL},
+    {"input", T_OBJECT_EX, offsetof(TaskBase, input), 0, NULL},
+    {"start_ns", T_OBJECT_EX, offsetof(TaskBase, start_ns), 0, NULL},
+    {"status", T_OBJECT_EX, offsetof(TaskBase, status), 0, NULL},
+    {"kind", T_OBJECT_EX, offsetof(TaskBase, kind), 0, NULL},
+    {"_id", T_OBJECT_EX, offsetof(TaskBase, ident), 0, NULL},
+    {"_metadata", T_OBJECT_EX, offsetof(TaskBase, metadata), 0, NULL},
+    {"_skip_reason", T_OBJECT_EX, offsetof(TaskBase, skip_reason), 0, NULL},
+    {"_managed", T_OBJECT_EX, offsetof(TaskBase, managed), 0, NULL},
+    {"_live", T_OBJECT_EX, offsetof(TaskBase, live), 0, NULL},
+    {"output", T_OBJECT_EX, offsetof(TaskBase, output), 0, NULL},
+    {"_seq", T_OBJECT_EX, offsetof(TaskBase, seq), 0, NULL},
+    {NULL},
+};
+
+static PyTypeObject TaskBaseType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "taskscope._speedups.TaskBase",
+    .tp_basicsize = sizeof(TaskBase),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = taskbase_new,
+    .tp_traverse = (traverseproc)taskbase_traverse,
+    .tp_clear = (inquiry)taskbase_clear,
+    .tp_dealloc = (destructor)taskbase_dealloc,
+    .tp_members = taskbase_members,
+};
+
+static inline int
+is_task_base(PyObject *object)
+{
+    return PyObject_TypeCheck(object, &TaskBaseType);
+}
+
+/* A new task handle of task_type (a subclass of TaskBase) with these fields: a new reference. */
+static PyObject *
+new_task(PyObject *run, PyObject *parent, PyObject *name, PyObject *input, PyObject *metadata,
+         PyObject *kind)
+{
+    PyTypeObject *type = (PyTypeObject *)task_type;
+    PyObject *number = PyObject_CallNoArgs(next_number);
+    if (number == NULL) return NULL;
+    PyObject *start_ns = now_ns();
+    if (start_ns == NULL) {
+        Py_DECREF(number);
+        return NULL;
+    }
+    TaskBase *task = (TaskBase *)type->tp_alloc(type, 0);
+    if (task == NULL) {
+        Py_DECREF(number);
+        Py_DECREF(start_ns);
+        return NULL;
+    }
+    taskbase_defaults(task);
+    task->number = number;
+    task->start_ns = start_ns;
+    task->run = Py_NewRef(run);
+    task->parent = Py_NewRef(parent);
+    task->name = Py_NewRef(name);
+    task->input = Py_NewRef(input);
+    Py_SETREF(task->metadata, Py_NewRef(metadata));
+    Py_SETREF(task->kind, Py_NewRef(kind));
+    Py_SETREF(task->managed, Py_NewRef(Py_True));
+    return (PyObject *)task;
 }
 
 /* -- Intake: the caller's side of the pipeline's queue --------------------------------------- */
@@ -408,8 +586,13 @@ open_task(TaskCall *self, PyObject *run, PyObject *parent, PyObject *instance, P
         Py_DECREF(captured);
         return NULL;
     }
-    PyObject *task_args[7] = {run, parent, self->name, captured, metadata, self->kind, Py_True};
-    PyObject *task = PyObject_Vectorcall(task_type, task_args, 7, NULL);
+    PyObject *task;
+    if (task_is_base) {
+        task = new_task(run, parent, self->name, captured, metadata, self->kind);
+    } else {
+        PyObject *task_args[7] = {run, parent, self->name, captured, metadata, self->kind, Py_True};
+        task = PyObject_Vectorcall(task_type, task_args, 7, NULL);
+    }
     Py_DECREF(captured);
     Py_DECREF(metadata);
     if (task == NULL) return NULL;
@@ -442,7 +625,24 @@ close_task(TaskCall *self, PyObject *run, PyObject *task, PyObject *result)
     PyTypeObject *kind = Py_TYPE(result);
     int scalar = result == Py_None || kind == &PyLong_Type || kind == &PyBool_Type ||
                  kind == &PyFloat_Type || kind == &PyUnicode_Type;
-    if (self->raw_output && scalar) {
+    if (self->raw_output && scalar && task_is_base) {
+        TaskBase *handle = (TaskBase *)task;
+        int running = handle->status == s_running ||
+                      (PyUnicode_Check(handle->status) &&
+                       PyUnicode_Compare(handle->status, s_running) == 0);
+        if (running && handle->skip_reason == Py_None && handle->metadata == Py_None) {
+            Py_SETREF(handle->status, Py_NewRef(s_completed));
+            PyObject *end_ns = now_ns();
+            if (end_ns == NULL) return -1;
+            PyObject *op = PyTuple_Pack(7, op_codes[TASK_END_RAW], task, s_completed, result,
+                                        Py_None, end_ns, Py_None);
+            Py_DECREF(end_ns);
+            if (op == NULL) return -1;
+            int status = put(run, op);
+            Py_DECREF(op);
+            return status;
+        }
+    } else if (self->raw_output && scalar) {
         int running = attr_is(task, s_status, s_running);
         int unskipped = running > 0 ? attr_is(task, s_skip_reason, Py_None) : 0;
         int bare = unskipped > 0 ? attr_is(task, s_metadata, Py_None) : 0;
@@ -669,18 +869,17 @@ format_id(PyObject *prefix, PyObject *number)
     return PyUnicode_FromFormat("%U%s", prefix, digits);
 }
 
-/* object._id, formatted from object._n and kept when not yet set: a new reference. */
+/* The task's id string, formatted from its number and kept the first time: a new reference. */
 static PyObject *
-id_of(PyObject *object, PyObject *prefix)
+task_id_of(TaskBase *task, PyObject *prefix)
 {
-    PyObject *ident = PyObject_GetAttr(object, s_id);
-    if (ident == NULL || ident != Py_None) return ident;
-    Py_DECREF(ident);
-    PyObject *number = PyObject_GetAttr(object, s_n);
-    if (number == NULL) return NULL;
-    ident = format_id(prefix, number);
-    Py_DECREF(number);
-    if (ident != NULL && PyObject_SetAttr(object, s_id, ident) < 0) Py_CLEAR(ident);
+    if (task->ident != NULL && task->ident != Py_None) return Py_NewRef(task->ident);
+    if (task->number == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "task has no number");
+        return NULL;
+    }
+    PyObject *ident = format_id(prefix, task->number);
+    if (ident != NULL) Py_XSETREF(task->ident, Py_NewRef(ident));
     return ident;
 }
 
@@ -716,45 +915,57 @@ captured_output(Converting *c, PyObject *value)
     return PyObject_CallOneArg(c->capture, value);
 }
 
+static PyObject *
+field(PyObject *value)
+{
+    if (value == NULL) PyErr_SetString(PyExc_AttributeError, "task field not set");
+    return Py_XNewRef(value);
+}
+
 /* A TaskRecord of task as of its end op (or running, when end is NULL). */
 static PyObject *
-task_record_of(Converting *c, PyObject *task, PyObject *run, PyObject *end, Py_ssize_t seq)
+task_record_of(Converting *c, TaskBase *task, PyObject *run, PyObject *end, Py_ssize_t seq)
 {
     PyObject *fields[14] = {NULL};
-    PyObject *record = NULL, *parent = NULL;
-    if (!(fields[0] = id_of(task, c->prefix))) goto done;
+    PyObject *record = NULL;
+    if (!(fields[0] = task_id_of(task, c->prefix))) goto done;
     if (!(fields[1] = run_id_of(run))) goto done;
-    if (!(parent = PyObject_GetAttr(task, s_parent))) goto done;
-    fields[2] = parent == Py_None ? Py_NewRef(Py_None) : id_of(parent, c->prefix);
+    PyObject *parent = task->parent;
+    if (parent == NULL || parent == Py_None) {
+        fields[2] = Py_NewRef(Py_None);
+    } else if (is_task_base(parent)) {
+        fields[2] = task_id_of((TaskBase *)parent, c->prefix);
+    } else {
+        fields[2] = PyObject_GetAttr(parent, s_id_attr);
+    }
     if (fields[2] == NULL) goto done;
-    if (!(fields[3] = PyObject_GetAttr(task, s_name))) goto done;
-    if (!(fields[5] = PyObject_GetAttr(task, s_start_ns))) goto done;
+    if (!(fields[3] = field(task->name))) goto done;
+    if (!(fields[5] = field(task->start_ns))) goto done;
     if (!(fields[6] = PyLong_FromSsize_t(seq))) goto done;
-    if (!(fields[7] = PyObject_GetAttr(task, s_input))) goto done;
+    if (!(fields[7] = field(task->input))) goto done;
     fields[11] = Py_NewRef(Py_None);
-    if (!(fields[13] = PyObject_GetAttr(task, s_kind))) goto done;
+    if (!(fields[13] = field(task->kind))) goto done;
     if (end == NULL) {
         fields[4] = Py_NewRef(s_running);
         fields[8] = Py_NewRef(Py_None);
         fields[9] = Py_NewRef(Py_None);
         fields[10] = Py_NewRef(Py_None);
-        PyObject *meta = PyObject_GetAttr(task, s_metadata);
-        if (meta == NULL) goto done;
-        int truth = PyObject_IsTrue(meta);
+        PyObject *meta = task->metadata;
+        int truth = meta == NULL ? 0 : PyObject_IsTrue(meta);
         fields[12] = truth > 0 ? PyObject_CallOneArg((PyObject *)&PyDict_Type, meta)
                                : truth == 0 ? PyDict_New() : NULL;
-        Py_DECREF(meta);
         if (fields[12] == NULL) goto done;
     } else {
         if (!PyTuple_Check(end) || PyTuple_GET_SIZE(end) != 7) {
             PyErr_SetString(PyExc_ValueError, "malformed task end op");
             goto done;
         }
-        long code = PyLong_AsLong(PyTuple_GET_ITEM(end, 0));
         PyObject *output = PyTuple_GET_ITEM(end, 3), *error = PyTuple_GET_ITEM(end, 4);
         PyObject *metadata = PyTuple_GET_ITEM(end, 6);
         fields[4] = Py_NewRef(PyTuple_GET_ITEM(end, 2));
-        fields[8] = code == TASK_END_RAW ? captured_output(c, output) : Py_NewRef(output);
+        fields[8] = PyTuple_GET_ITEM(end, 0) == op_codes[TASK_END_RAW]
+                        ? captured_output(c, output)
+                        : Py_NewRef(output);
         if (fields[8] == NULL) goto done;
         fields[9] = error == Py_None ? Py_NewRef(Py_None) : PyObject_CallOneArg(c->error_info, error);
         if (fields[9] == NULL) goto done;
@@ -764,7 +975,6 @@ task_record_of(Converting *c, PyObject *task, PyObject *run, PyObject *end, Py_s
     }
     record = make_record(&task_layout, fields);
 done:
-    Py_XDECREF(parent);
     for (int i = 0; i < 14; i++) Py_XDECREF(fields[i]);
     return record;
 }
@@ -783,7 +993,13 @@ event_record_of(Converting *c, PyObject *op)
     if (seq < 0) return NULL;
     if (!(fields[0] = format_id(c->prefix, PyTuple_GET_ITEM(op, 7)))) goto done;
     if (!(fields[1] = run_id_of(run))) goto done;
-    fields[2] = task == Py_None ? Py_NewRef(Py_None) : PyObject_GetAttr(task, s_id_attr);
+    if (task == Py_None) {
+        fields[2] = Py_NewRef(Py_None);
+    } else if (is_task_base(task)) {
+        fields[2] = task_id_of((TaskBase *)task, c->prefix);
+    } else {
+        fields[2] = PyObject_GetAttr(task, s_id_attr);
+    }
     if (fields[2] == NULL) goto done;
     for (int i = 3; i < 7; i++) fields[i] = Py_NewRef(PyTuple_GET_ITEM(op, i));
     if (!(fields[7] = PyLong_FromSsize_t(seq))) goto done;
@@ -793,82 +1009,67 @@ done:
     return record;
 }
 
+static TaskBase *
+op_task(PyObject *op)
+{
+    PyObject *task = PyTuple_GET_ITEM(op, 1);
+    if (!is_task_base(task)) {
+        PyErr_SetString(PyExc_TypeError, "a task op without a task handle");
+        return NULL;
+    }
+    return (TaskBase *)task;
+}
+
 /* One op into records (appended to records); 0, or -1 with an exception set. */
 static int
-convert_one(Converting *c, PyObject *op, PyObject *ended, PyObject *collapsed, PyObject *records)
+convert_one(Converting *c, PyObject *op, PyObject *records)
 {
-    long code = PyLong_AsLong(PyTuple_GET_ITEM(op, 0));
+    PyObject *code = PyTuple_GET_ITEM(op, 0);
     PyObject *record = NULL;
-    if (code == TASK_START) {
-        PyObject *task = PyTuple_GET_ITEM(op, 1);
-        PyObject *run = PyObject_GetAttr(task, s_run);
-        if (run == NULL) return -1;
+    if (code == op_codes[TASK_START]) {
+        TaskBase *task = op_task(op);
+        if (task == NULL || task->run == NULL) return -1;
+        PyObject *run = task->run;
         Py_ssize_t seq = take_seq(run);
         PyObject *seq_object = seq < 0 ? NULL : PyLong_FromSsize_t(seq);
-        if (seq_object == NULL || PyObject_SetAttr(task, s_seq, seq_object) < 0) {
-            Py_XDECREF(seq_object);
-            Py_DECREF(run);
-            return -1;
-        }
-        Py_DECREF(seq_object);
-        PyObject *end = PyDict_GetItemWithError(ended, task);  /* borrowed */
-        if (end == NULL && PyErr_Occurred()) {
-            Py_DECREF(run);
-            return -1;
-        }
-        record = task_record_of(c, task, run, end, seq);
-        Py_DECREF(run);
+        if (seq_object == NULL) return -1;
+        Py_XSETREF(task->seq, seq_object);
+        /* Its end in the same batch: one record, in its final state, at its start's place. */
+        record = task_record_of(c, task, run, task->end_op, seq);
         if (record == NULL) return -1;
-        if (end != NULL && PyDict_SetItem(collapsed, task, record) < 0) {
-            Py_DECREF(record);
-            return -1;
-        }
-    } else if (code == EVENT) {
+        if (task->end_op != NULL) Py_XSETREF(task->early, Py_NewRef(record));
+    } else if (code == op_codes[EVENT]) {
         record = event_record_of(c, op);
-    } else if (code == TASK_END || code == TASK_END_RAW) {
-        PyObject *task = PyTuple_GET_ITEM(op, 1);
-        PyObject *run = PyObject_GetAttr(task, s_run);
-        if (run == NULL) return -1;
-        Py_ssize_t end_seq = take_seq(run);
+    } else if (code == op_codes[TASK_END] || code == op_codes[TASK_END_RAW]) {
+        TaskBase *task = op_task(op);
+        if (task == NULL || task->run == NULL) return -1;
+        Py_ssize_t end_seq = take_seq(task->run);
         PyObject *end_seq_object = end_seq < 0 ? NULL : PyLong_FromSsize_t(end_seq);
-        if (end_seq_object == NULL) {
-            Py_DECREF(run);
-            return -1;
-        }
-        PyObject *early = PyDict_GetItemWithError(collapsed, task);  /* borrowed */
+        if (end_seq_object == NULL) return -1;
         int status = 0;
-        if (early != NULL) {
-            status = PyObject_SetAttr(early, s_end_seq, end_seq_object);
-            if (status == 0) status = PyDict_DelItem(collapsed, task);
-        } else if (PyErr_Occurred()) {
-            status = -1;
+        if (task->early != NULL) {
+            status = PyObject_SetAttr(task->early, s_end_seq, end_seq_object);
+            Py_CLEAR(task->early);
         } else {
-            /* A start dropped from a full queue leaves the task placed at its end. */
-            PyObject *start = PyObject_GetAttr(task, s_seq);
+            /* A start dropped from a full queue (or in an earlier batch): a record of its own,
+             * placed at its start when that was numbered, else at its end. */
             Py_ssize_t start_seq = end_seq;
-            if (start == NULL) {
-                PyErr_Clear();
-            } else {
-                start_seq = PyLong_AsSsize_t(start);
-                Py_DECREF(start);
-            }
-            record = start_seq < 0 ? NULL : task_record_of(c, task, run, op, start_seq);
+            if (task->seq != NULL) start_seq = PyLong_AsSsize_t(task->seq);
+            record = start_seq < 0 ? NULL : task_record_of(c, task, task->run, op, start_seq);
             if (record == NULL || PyObject_SetAttr(record, s_end_seq, end_seq_object) < 0)
                 status = -1;
         }
         Py_DECREF(end_seq_object);
-        Py_DECREF(run);
         if (status < 0) {
             Py_XDECREF(record);
             return -1;
         }
         if (record == NULL) return 0;
-    } else if (code == RUN_START) {
+    } else if (code == op_codes[RUN_START]) {
         record = PyObject_CallOneArg(c->run_start, PyTuple_GET_ITEM(op, 1));
-    } else if (code == RUN_END) {
+    } else if (code == op_codes[RUN_END]) {
         record = PyObject_CallOneArg(c->run_end, op);
     } else {
-        if (code == -1 && PyErr_Occurred()) return -1;
         return 0;
     }
     if (record == NULL) return -1;
@@ -877,9 +1078,18 @@ convert_one(Converting *c, PyObject *op, PyObject *ended, PyObject *collapsed, P
     return status;
 }
 
+static int
+is_end(PyObject *op)
+{
+    PyObject *code = PyTuple_GET_ITEM(op, 0);
+    return (code == op_codes[TASK_END] || code == op_codes[TASK_END_RAW]) &&
+           is_task_base(PyTuple_GET_ITEM(op, 1));
+}
+
 /* convert(ops, start, prefix, capture, str_limit, error_info, run_start, run_end)
  *   -> (records, stop): the records of ops[start:stop], stop being the index of the first
- *   control op at or after start, or len(ops). */
+ *   control op at or after start, or len(ops). A task whose start and end are both in there
+ *   becomes one record (its end op is parked on the task while this runs). */
 static PyObject *
 convert(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
 {
@@ -900,29 +1110,31 @@ convert(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
             return NULL;
         }
         if (PyTuple_GET_ITEM(op, 0) == op_codes[CONTROL]) break;
+        if (is_end(op)) {
+            TaskBase *task = (TaskBase *)PyTuple_GET_ITEM(op, 1);
+            Py_XSETREF(task->end_op, Py_NewRef(op));
+        }
     }
-    PyObject *ended = PyDict_New(), *collapsed = PyDict_New(), *records = PyList_New(0);
-    if (ended == NULL || collapsed == NULL || records == NULL) goto error;
-    for (Py_ssize_t i = start; i < stop; i++) {
+    PyObject *records = PyList_New(0);
+    int failed = records == NULL;
+    for (Py_ssize_t i = start; i < stop && !failed; i++) {
+        if (convert_one(&c, PyList_GET_ITEM(ops, i), records) < 0) {
+            if (report_internal(s_convert_kind) < 0) failed = 1;
+        }
+    }
+    for (Py_ssize_t i = start; i < stop; i++) {  /* nothing parked outlives this call */
         PyObject *op = PyList_GET_ITEM(ops, i);
-        PyObject *code = PyTuple_GET_ITEM(op, 0);
-        if (code == op_codes[TASK_END] || code == op_codes[TASK_END_RAW]) {
-            if (PyDict_SetItem(ended, PyTuple_GET_ITEM(op, 1), op) < 0) goto error;
+        if (is_end(op)) {
+            TaskBase *task = (TaskBase *)PyTuple_GET_ITEM(op, 1);
+            Py_CLEAR(task->end_op);
+            Py_CLEAR(task->early);
         }
     }
-    for (Py_ssize_t i = start; i < stop; i++) {
-        if (convert_one(&c, PyList_GET_ITEM(ops, i), ended, collapsed, records) < 0) {
-            if (report_internal(s_convert_kind) < 0) goto error;
-        }
+    if (failed) {
+        Py_XDECREF(records);
+        return NULL;
     }
-    Py_DECREF(ended);
-    Py_DECREF(collapsed);
     return Py_BuildValue("(Nn)", records, stop);
-error:
-    Py_XDECREF(ended);
-    Py_XDECREF(collapsed);
-    Py_XDECREF(records);
-    return NULL;
 }
 
 /* -- flat_copy: the capturer's shortcut for small flat dicts ------------------------------- */
@@ -974,12 +1186,12 @@ static PyObject *
 setup(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {"task_var", "run_var", "settings", "task_type", "task_record",
-                               "event_record", "report_error", "task_fields", "event_fields",
-                               NULL};
-    PyObject *values[7], *task_fields, *event_fields;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOOOO", keywords, &values[0], &values[1],
-                                     &values[2], &values[3], &values[4], &values[5], &values[6],
-                                     &task_fields, &event_fields))
+                               "event_record", "report_error", "next_number", "task_fields",
+                               "event_fields", NULL};
+    PyObject *values[8], *task_fields, *event_fields;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOOOOO", keywords, &values[0],
+                                     &values[1], &values[2], &values[3], &values[4], &values[5],
+                                     &values[6], &values[7], &task_fields, &event_fields))
         return NULL;
     if (PyTuple_Check(task_fields) && PyTuple_GET_SIZE(task_fields) != 14) {
         PyErr_SetString(PyExc_ValueError, "TaskRecord has 14 fields here");
@@ -992,9 +1204,11 @@ setup(PyObject *module, PyObject *args, PyObject *kwargs)
     if (learn_layout(&task_layout, values[4], task_fields) < 0 ||
         learn_layout(&event_layout, values[5], event_fields) < 0)
         return NULL;
-    PyObject **slots[7] = {&task_var, &run_var, &settings, &task_type, &task_record,
-                           &event_record, &report_error};
-    for (int i = 0; i < 7; i++) {
+    PyObject **slots[8] = {&task_var, &run_var, &settings, &task_type, &task_record,
+                           &event_record, &report_error, &next_number};
+    task_is_base = PyType_Check(values[3]) &&
+                   PyType_IsSubtype((PyTypeObject *)values[3], &TaskBaseType);
+    for (int i = 0; i < 8; i++) {
         Py_INCREF(values[i]);
         Py_XSETREF(*slots[i], values[i]);
     }
@@ -1023,11 +1237,14 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     if (intern_all() < 0) return NULL;
-    if (PyType_Ready(&IntakeType) < 0 || PyType_Ready(&TaskCallType) < 0) return NULL;
+    if (PyType_Ready(&IntakeType) < 0 || PyType_Ready(&TaskCallType) < 0 ||
+        PyType_Ready(&TaskBaseType) < 0)
+        return NULL;
     PyObject *module = PyModule_Create(&speedups_module);
     if (module == NULL) return NULL;
     if (PyModule_AddObjectRef(module, "Intake", (PyObject *)&IntakeType) < 0 ||
-        PyModule_AddObjectRef(module, "TaskCall", (PyObject *)&TaskCallType) < 0) {
+        PyModule_AddObjectRef(module, "TaskCall", (PyObject *)&TaskCallType) < 0 ||
+        PyModule_AddObjectRef(module, "TaskBase", (PyObject *)&TaskBaseType) < 0) {
         Py_DECREF(module);
         return NULL;
     }
