@@ -43,9 +43,10 @@ def install() -> None:
         task_record=_model.TaskRecord,
         event_record=_model.EventRecord,
         report_error=_internal.report_internal,
-        next_number=_ids.next_number,
+        next_number=_ids._counter,
         task_fields=tuple(f.name for f in dataclasses.fields(_model.TaskRecord)),
         event_fields=tuple(f.name for f in dataclasses.fields(_model.EventRecord)),
+        run_type=_client.Run,
     )
     speedups = compiled
 

@@ -31,8 +31,9 @@ if TYPE_CHECKING:
 LOW_LEVELS = frozenset({"debug", "info"})
 
 
-def _is_low_op(op: tuple[Any, ...]) -> bool:
-    return op[0] == EVENT and op[4] in LOW_LEVELS
+def _is_low_op(op: Any) -> bool:
+    # An op is a tuple (code, ...), or, from the C hot path, a task handle (its start).
+    return type(op) is tuple and op[0] == EVENT and op[4] in LOW_LEVELS
 
 
 def _is_low_record(record: Any) -> bool:
@@ -172,6 +173,7 @@ class _Lane:
         self.failed = 0
         self.stopping = False
         self._problems_seen = 0  # drops + failures at the last barrier
+        self._barriers = 0  # barriers in the queue
         self.thread = self._start()
 
     def _start(self) -> threading.Thread:
@@ -197,6 +199,7 @@ class _Lane:
     def add_barrier(self, barrier: _Barrier) -> None:
         with self.ready:
             self.queue.items.append(barrier)  # barriers are not records: never bounded
+            self._barriers += 1
             self.ready.notify()
 
     def _loop(self) -> None:
@@ -218,6 +221,7 @@ class _Lane:
             barrier = items[0] if type(items[0]) is _Barrier else None
             if barrier is not None:
                 items.popleft()
+                self._barriers -= 1
                 batch: list[Any] = []
             else:
                 batch = self._take_records_locked()
@@ -230,10 +234,11 @@ class _Lane:
     def _take_records_locked(self) -> list[Any]:
         items = self.queue.items
         limit = self.batch_size
-        for index, item in enumerate(itertools.islice(items, limit)):
-            if type(item) is _Barrier:
-                limit = index
-                break
+        if self._barriers:  # a batch stops short of the next barrier
+            for index, item in enumerate(itertools.islice(items, limit)):
+                if type(item) is _Barrier:
+                    limit = index
+                    break
         return self.queue.take_locked(limit)
 
     def _export(self, batch: list[Any]) -> None:
@@ -478,7 +483,10 @@ class Pipeline:
         lanes = {lane.name: lane.stats() for lane in self._lanes}
         intake_dropped = self._intake.dropped
         # copy() runs in C without releasing the GIL, so callers appending cannot disturb it.
-        queued = sum(1 for op in self._items.copy() if op[0] != CONTROL) + self._intake.in_flight
+        queued = (
+            sum(1 for op in self._items.copy() if type(op) is not tuple or op[0] != CONTROL)
+            + self._intake.in_flight
+        )
         return {
             "recorded": self._dispatched + intake_dropped + queued,
             "dropped": intake_dropped + sum(lane["dropped"] for lane in lanes.values()),

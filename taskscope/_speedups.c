@@ -14,6 +14,7 @@
 #include <Python.h>
 #include <structmember.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 /* -- what setup() hands over ---------------------------------------------------------------- */
@@ -25,7 +26,7 @@ static PyObject *task_type;      /* taskscope._client.Task */
 static PyObject *task_record;    /* taskscope._model.TaskRecord */
 static PyObject *event_record;   /* taskscope._model.EventRecord */
 static PyObject *report_error;   /* _internal.report_internal(kind, exc) */
-static PyObject *next_number;    /* _ids.next_number */
+static PyObject *next_number;    /* _ids' counter (an iterator), or a callable drawing from it */
 static int task_is_base;         /* task_type derives from TaskBase */
 
 /* Where each field of a record type lives: records are built by writing their slots, not by
@@ -37,6 +38,19 @@ typedef struct {
     Py_ssize_t offsets[MAX_FIELDS];
 } Layout;
 static Layout task_layout, event_layout;
+
+/* The slots of taskscope._client.Run the hot path reads and writes. */
+enum { RUN_SEQ, RUN_ID, RUN_PUT, RUN_LIVE, RUN_SLOTS };
+static Layout run_layout;
+
+/* A run's slot (borrowed, NULL when unset) when run is a Run (or a subclass without a slot of
+ * its own: NoopRun); *known is 0 when it is not, and the caller uses attribute lookups. */
+static inline PyObject *
+run_slot(PyObject *run, int slot, int *known)
+{
+    *known = run_layout.type != NULL && PyObject_TypeCheck(run, run_layout.type);
+    return *known ? *(PyObject **)((char *)run + run_layout.offsets[slot]) : NULL;
+}
 
 enum { RUN_START, RUN_END, TASK_START, TASK_END, EVENT, CONTROL, TASK_END_RAW };
 
@@ -324,8 +338,13 @@ new_task(PyObject *run, PyObject *parent, PyObject *name, PyObject *input, PyObj
          PyObject *kind)
 {
     PyTypeObject *type = (PyTypeObject *)task_type;
-    PyObject *number = PyObject_CallNoArgs(next_number);
-    if (number == NULL) return NULL;
+    PyObject *number = Py_TYPE(next_number)->tp_iternext
+                           ? Py_TYPE(next_number)->tp_iternext(next_number)
+                           : PyObject_CallNoArgs(next_number);
+    if (number == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "the id counter ran out");
+        return NULL;
+    }
     PyObject *start_ns = now_ns();
     if (start_ns == NULL) {
         Py_DECREF(number);
@@ -494,8 +513,13 @@ static PyTypeObject IntakeType = {
 static int
 put(PyObject *run, PyObject *op)
 {
-    PyObject *putter = PyObject_GetAttr(run, s_put);
-    if (putter == NULL) return -1;
+    int known;
+    PyObject *putter = run_slot(run, RUN_PUT, &known);
+    putter = known ? Py_XNewRef(putter) : PyObject_GetAttr(run, s_put);
+    if (putter == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_AttributeError, "run has no intake");
+        return -1;
+    }
     int status;
     if (Py_TYPE(putter) == &IntakeType) {
         status = intake_put((Intake *)putter, op);
@@ -524,6 +548,8 @@ typedef struct {
     PyObject *finish_slow;   /* (task, result): end a task whose output needs capturing */
     int capture_input;
     int raw_output;          /* capture_output and no process_output */
+    PyObject *ok_capturer;   /* the capturer last seen to allow the fast path (spec._capturer) */
+    Py_ssize_t ok_limit;     /* and its fast_str_limit */
 } TaskCall;
 
 static PyObject *
@@ -545,14 +571,27 @@ capture_input(TaskCall *self, PyObject *instance, PyObject *args, PyObject *kwar
     if (simple) {
         PyObject *capturer = PyObject_GetAttr(settings, s_capturer);
         if (capturer == NULL) return NULL;
-        PyObject *known = PyObject_GetAttr(self->spec, s_spec_capturer);
-        if (known == NULL) {
-            Py_DECREF(capturer);
-            return NULL;
+        int known_good = capturer == self->ok_capturer;
+        if (!known_good) {  /* configure() made a new capturer: is the fast path still safe? */
+            PyObject *known = PyObject_GetAttr(self->spec, s_spec_capturer);
+            if (known == NULL) {
+                Py_DECREF(capturer);
+                return NULL;
+            }
+            Py_DECREF(known);  /* only compared */
+            if (known == capturer) {
+                Py_ssize_t limit = current_str_limit(capturer);
+                if (limit < -1) {
+                    Py_DECREF(capturer);
+                    return NULL;
+                }
+                Py_XSETREF(self->ok_capturer, Py_NewRef(capturer));
+                self->ok_limit = limit;
+                known_good = 1;
+            }
         }
-        Py_DECREF(known);  /* only compared */
-        if (known == capturer) {
-            Py_ssize_t limit = current_str_limit(capturer);
+        if (known_good) {
+            Py_ssize_t limit = self->ok_limit;
             PyObject *bound = limit < -1 ? NULL : PyDict_New();
             int plain = 1;
             for (Py_ssize_t i = 0; bound != NULL && i < count; i++) {
@@ -596,13 +635,11 @@ open_task(TaskCall *self, PyObject *run, PyObject *parent, PyObject *instance, P
     Py_DECREF(captured);
     Py_DECREF(metadata);
     if (task == NULL) return NULL;
-    PyObject *op = PyTuple_Pack(2, op_codes[TASK_START], task);
-    if (op == NULL || put(run, op) < 0) {
-        Py_XDECREF(op);
+    /* A task handle on its own in the intake is its start op: one tuple fewer per call. */
+    if (put(run, task) < 0) {
         Py_DECREF(task);
         return NULL;
     }
-    Py_DECREF(op);
     return task;
 }
 
@@ -704,22 +741,31 @@ taskcall_vectorcall(PyObject *op_self, PyObject *const *argv, size_t nargsf, PyO
             return PyObject_Vectorcall(self->outside, argv, 4, NULL);
         }
     } else {
-        run = PyObject_GetAttr(parent, s_run);
+        run = is_task_base(parent) ? Py_XNewRef(((TaskBase *)parent)->run)
+                                   : PyObject_GetAttr(parent, s_run);
         if (run == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_AttributeError, "task has no run");
             Py_DECREF(parent);
             return NULL;
         }
     }
     PyObject *result = NULL;
-    PyObject *flag = PyObject_GetAttr(run, s_recording);
-    int recording = flag == NULL ? -1 : PyObject_IsTrue(flag);
-    Py_XDECREF(flag);
+    int recording = 1;  /* a Run records; its subclasses (NoopRun) say so themselves */
+    PyObject *flag;
+    if ((PyTypeObject *)Py_TYPE(run) != run_layout.type) {
+        flag = PyObject_GetAttr(run, s_recording);
+        recording = flag == NULL ? -1 : PyObject_IsTrue(flag);
+        Py_XDECREF(flag);
+    }
     if (recording <= 0) {
         if (recording == 0) result = call_wrapped(wrapped, args, kwargs);
         goto done;
     }
-    flag = PyObject_GetAttr(run, s_live);
+    int known;
+    flag = run_slot(run, RUN_LIVE, &known);
+    flag = known ? Py_XNewRef(flag) : PyObject_GetAttr(run, s_live);
     int live = flag == NULL ? -1 : PyObject_IsTrue(flag);
+    if (flag == NULL && !PyErr_Occurred()) live = 0;
     Py_XDECREF(flag);
     if (live != 0) {  /* a live exporter (OpenTelemetry) needs the frame-based path */
         if (live > 0) result = PyObject_Vectorcall(self->generic, argv, 4, NULL);
@@ -802,6 +848,7 @@ taskcall_traverse(TaskCall *self, visitproc visit, void *arg)
     Py_VISIT(self->generic);
     Py_VISIT(self->capture_slow);
     Py_VISIT(self->finish_slow);
+    Py_VISIT(self->ok_capturer);
     return 0;
 }
 
@@ -817,6 +864,7 @@ taskcall_clear(TaskCall *self)
     Py_CLEAR(self->generic);
     Py_CLEAR(self->capture_slow);
     Py_CLEAR(self->finish_slow);
+    Py_CLEAR(self->ok_capturer);
     return 0;
 }
 
@@ -865,8 +913,22 @@ format_id(PyObject *prefix, PyObject *number)
     unsigned long long value = PyLong_AsUnsignedLongLong(number);
     if (value == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
     char digits[24];
-    snprintf(digits, sizeof digits, "%012llx", value);
-    return PyUnicode_FromFormat("%U%s", prefix, digits);
+    int count = 0;
+    if (value < (1ULL << 48)) {  /* the usual case: twelve hex digits, zero-padded */
+        static const char hex[] = "0123456789abcdef";
+        for (int i = 11; i >= 0; i--, value >>= 4) digits[i] = hex[value & 15];
+        digits[12] = '\0';
+        count = 12;
+    } else {
+        count = snprintf(digits, sizeof digits, "%012llx", value);
+    }
+    if (!PyUnicode_IS_ASCII(prefix)) return PyUnicode_FromFormat("%U%s", prefix, digits);
+    Py_ssize_t head = PyUnicode_GET_LENGTH(prefix);
+    PyObject *ident = PyUnicode_New(head + count, 127);
+    if (ident == NULL) return NULL;
+    memcpy(PyUnicode_1BYTE_DATA(ident), PyUnicode_1BYTE_DATA(prefix), (size_t)head);
+    memcpy(PyUnicode_1BYTE_DATA(ident) + head, digits, (size_t)count);
+    return ident;
 }
 
 /* The task's id string, formatted from its number and kept the first time: a new reference. */
@@ -886,7 +948,10 @@ task_id_of(TaskBase *task, PyObject *prefix)
 static PyObject *
 run_id_of(PyObject *run)
 {
-    PyObject *ident = PyObject_GetAttr(run, s_id);
+    int known;
+    PyObject *ident = run_slot(run, RUN_ID, &known);
+    if (known && ident != NULL && ident != Py_None) return Py_NewRef(ident);
+    ident = PyObject_GetAttr(run, s_id);
     if (ident == NULL || ident != Py_None) return ident;
     Py_DECREF(ident);
     return PyObject_GetAttr(run, s_id_attr);
@@ -896,7 +961,17 @@ run_id_of(PyObject *run)
 static Py_ssize_t
 take_seq(PyObject *run)
 {
-    PyObject *value = PyObject_GetAttr(run, s_seq);
+    int known;
+    PyObject *value = run_slot(run, RUN_SEQ, &known);
+    if (known && value != NULL && PyLong_CheckExact(value)) {
+        Py_ssize_t seq = PyLong_AsSsize_t(value);
+        if (seq < 0) return -1;
+        PyObject *next = PyLong_FromSsize_t(seq + 1);
+        if (next == NULL) return -1;
+        Py_SETREF(*(PyObject **)((char *)run + run_layout.offsets[RUN_SEQ]), next);
+        return seq;
+    }
+    value = PyObject_GetAttr(run, s_seq);
     if (value == NULL) return -1;
     Py_ssize_t seq = PyLong_AsSsize_t(value);
     Py_DECREF(value);
@@ -1024,10 +1099,11 @@ op_task(PyObject *op)
 static int
 convert_one(Converting *c, PyObject *op, PyObject *records)
 {
-    PyObject *code = PyTuple_GET_ITEM(op, 0);
+    int bare_start = is_task_base(op);
+    PyObject *code = bare_start ? op_codes[TASK_START] : PyTuple_GET_ITEM(op, 0);
     PyObject *record = NULL;
     if (code == op_codes[TASK_START]) {
-        TaskBase *task = op_task(op);
+        TaskBase *task = bare_start ? (TaskBase *)op : op_task(op);
         if (task == NULL || task->run == NULL) return -1;
         PyObject *run = task->run;
         Py_ssize_t seq = take_seq(run);
@@ -1048,7 +1124,8 @@ convert_one(Converting *c, PyObject *op, PyObject *records)
         if (end_seq_object == NULL) return -1;
         int status = 0;
         if (task->early != NULL) {
-            status = PyObject_SetAttr(task->early, s_end_seq, end_seq_object);
+            PyObject **slot = (PyObject **)((char *)task->early + task_layout.offsets[11]);
+            Py_XSETREF(*slot, Py_NewRef(end_seq_object));  /* early.end_seq */
             Py_CLEAR(task->early);
         } else {
             /* A start dropped from a full queue (or in an earlier batch): a record of its own,
@@ -1081,6 +1158,7 @@ convert_one(Converting *c, PyObject *op, PyObject *records)
 static int
 is_end(PyObject *op)
 {
+    if (!PyTuple_Check(op)) return 0;
     PyObject *code = PyTuple_GET_ITEM(op, 0);
     return (code == op_codes[TASK_END] || code == op_codes[TASK_END_RAW]) &&
            is_task_base(PyTuple_GET_ITEM(op, 1));
@@ -1105,8 +1183,9 @@ convert(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
     Py_ssize_t length = PyList_GET_SIZE(ops), stop = start;
     for (; stop < length; stop++) {
         PyObject *op = PyList_GET_ITEM(ops, stop);
+        if (is_task_base(op)) continue;  /* a task's start */
         if (!PyTuple_Check(op) || PyTuple_GET_SIZE(op) < 2) {
-            PyErr_SetString(PyExc_TypeError, "every op must be a tuple of at least 2 items");
+            PyErr_SetString(PyExc_TypeError, "every op must be a task or a tuple of 2+ items");
             return NULL;
         }
         if (PyTuple_GET_ITEM(op, 0) == op_codes[CONTROL]) break;
@@ -1187,12 +1266,18 @@ setup(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {"task_var", "run_var", "settings", "task_type", "task_record",
                                "event_record", "report_error", "next_number", "task_fields",
-                               "event_fields", NULL};
-    PyObject *values[8], *task_fields, *event_fields;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOOOOO", keywords, &values[0],
+                               "event_fields", "run_type", NULL};
+    PyObject *values[8], *task_fields, *event_fields, *run_type;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOOOOOO", keywords, &values[0],
                                      &values[1], &values[2], &values[3], &values[4], &values[5],
-                                     &values[6], &values[7], &task_fields, &event_fields))
+                                     &values[6], &values[7], &task_fields, &event_fields,
+                                     &run_type))
         return NULL;
+    PyObject *run_fields = Py_BuildValue("(ssss)", "_seq", "_id", "_put", "_live");
+    if (run_fields == NULL) return NULL;
+    int learned = learn_layout(&run_layout, run_type, run_fields);
+    Py_DECREF(run_fields);
+    if (learned < 0) return NULL;
     if (PyTuple_Check(task_fields) && PyTuple_GET_SIZE(task_fields) != 14) {
         PyErr_SetString(PyExc_ValueError, "TaskRecord has 14 fields here");
         return NULL;

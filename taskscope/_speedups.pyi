@@ -1,7 +1,7 @@
 """Types of the C hot path (taskscope/_speedups.c); its Python twins are the reference."""
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
@@ -18,6 +18,9 @@ class Intake:
         on_full: Callable[[tuple[Any, ...]], None],
     ) -> None: ...
     def __call__(self, op: tuple[Any, ...], /) -> None: ...
+
+class TaskBase:
+    """The task handle's fields; ``taskscope._client.Task`` derives from it."""
 
 class TaskCall:
     def __init__(
@@ -48,8 +51,10 @@ def setup(
     task_record: type,
     event_record: type,
     report_error: Callable[[str, BaseException], None],
+    next_number: Iterator[int],
     task_fields: tuple[str, ...],
     event_fields: tuple[str, ...],
+    run_type: type,
 ) -> None: ...
 def flat_copy(
     mapping: Any, judged: dict[str, bool], max_items: int, max_bytes: int, max_str: int, /
