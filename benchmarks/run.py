@@ -77,10 +77,14 @@ def contextvar_pair() -> None:
     var.reset(var.set(1))
 
 
+contexts: dict[Callable[[], Any], contextvars.Context] = {}
+
+
 class Case:
     def __init__(self, name: str, call: Callable[[], Any], check: Callable[[], bool] | None = None):
         self.name = name
         self.call = call
+        self.context = contexts.get(call)  # the context its rounds run in, if not the main one
         self.check = check  # True when the case really recorded something
         self.samples: list[float] = []
         self.calls = 0  # calls per round, calibrated so that every case takes similar time
@@ -105,10 +109,14 @@ def build_cases(client: taskscope.Client) -> list[Case]:
     loop = asyncio.new_event_loop()
     items_per_generator = 100
 
+    context = contextvars.copy_context()
+    context.run(lambda: taskscope._context.activate_run(run))
+
     def in_run(fn: Callable[[], Any]) -> Callable[[], Any]:
-        context = contextvars.copy_context()
-        context.run(lambda: taskscope._context.activate_run(run))
-        return lambda: context.run(fn)
+        # Marks the call as one to make with the run current: a round of it runs inside a
+        # context where the run is active (one context.run per round, not per call).
+        contexts[fn] = context
+        return fn
 
     coroutine_call = in_run(lambda: loop.run_until_complete(async_task(1, 2)))
 
@@ -137,7 +145,11 @@ def build_cases(client: taskscope.Client) -> list[Case]:
 
         def check() -> bool:
             with taskscope.testing.capture() as cap:
-                call()
+                context = contexts.get(call)
+                if context is not None:
+                    context.run(call)
+                else:
+                    call()
             return bool(cap.tasks or cap.events)
 
         return check
@@ -195,23 +207,29 @@ def off_cases() -> list[Case]:
 
 def measure(cases: list[Case], rounds: int, calls: int, round_seconds: float = 0.05) -> None:
     """Interleaved rounds; each round of a case = its calls plus its settle, timed together."""
-    for case in cases:  # warm-up, then calibrate: slow peers get fewer calls per round
+
+    def timed_round(case: Case, count: int) -> float:
+        def loop() -> None:
+            call = case.call
+            for _ in range(count):
+                call()
+
         started = time.perf_counter_ns()
-        for _ in range(200):
-            case.call()
+        if case.context is not None:
+            case.context.run(loop)
+        else:
+            loop()
         case.settle()
-        per_call = (time.perf_counter_ns() - started) / 200
+        return (time.perf_counter_ns() - started) / count
+
+    for case in cases:  # warm-up, then calibrate: slow peers get fewer calls per round
+        per_call = timed_round(case, 200)
         case.calls = max(20, min(calls, int(round_seconds * 1e9 / max(per_call, 1.0))))
     for _ in range(rounds):
         order = cases[:]
         random.shuffle(order)
         for case in order:
-            call = case.call
-            started = time.perf_counter_ns()
-            for _ in range(case.calls):
-                call()
-            case.settle()
-            case.samples.append((time.perf_counter_ns() - started) / case.calls)
+            case.samples.append(timed_round(case, case.calls))
 
 
 def report(cases: list[Case], per_item: dict[str, int]) -> list[dict[str, Any]]:

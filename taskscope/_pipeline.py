@@ -72,11 +72,12 @@ class _BoundedQueue:
         self._what = what
         self._low_hint = 0  # no low-priority item sits before this index
 
-    def offer_locked(self, item: Any) -> None:
+    def offer_locked(self, item: Any) -> bool:
+        """Queue ``item``, evicting the oldest low-priority item if full; False if dropped."""
         items = self.items
         if len(items) + self.in_flight < self.maxsize:
             items.append(item)
-            return
+            return True
         if not self._is_low(item):
             index = self._low_hint
             length = len(items)
@@ -87,10 +88,11 @@ class _BoundedQueue:
                     items.append(item)
                     self._low_hint = index
                     self._count_drop()
-                    return
+                    return True
                 index += 1
             self._low_hint = length
         self._count_drop()
+        return False
 
     def take_locked(self, limit: int) -> list[Any]:
         items = self.items
@@ -146,6 +148,16 @@ class _Intake:
                 self.on_wake()
         else:
             self.on_full(op)
+
+
+def _released(op: Any) -> None:
+    """A dropped op's task goes back to the cycle collector (the C hot path untracks a new
+    task until its end op is converted, which a dropped op never will be)."""
+    speedups = _accel.speedups
+    if speedups is not None:
+        task = op if type(op) is not tuple else op[1] if len(op) > 1 else None
+        if isinstance(task, speedups.TaskBase):
+            speedups.track(task)
 
 
 def _make_intake(
@@ -353,9 +365,11 @@ class Pipeline:
         if not self._dispatcher.is_alive():
             self._revive()
 
-    def _on_full(self, op: tuple[Any, ...]) -> None:
+    def _on_full(self, op: Any) -> None:
         with self._intake.lock:
-            self._intake.offer_locked(op)
+            kept = self._intake.offer_locked(op)
+        if not kept:
+            _released(op)
         if not self._wake.is_set():
             self._wake.set()
 

@@ -129,15 +129,21 @@ learn_layout(Layout *layout, PyObject *type, PyObject *names)
     return 0;
 }
 
-/* A record with these field values (borrowed references; they are taken): a new reference. */
+/* A record with these field values (borrowed references; they are taken): a new reference.
+ * untrack: the values are all captured data (copies), see below. */
 static PyObject *
-make_record(Layout *layout, PyObject **fields)
+make_record(Layout *layout, PyObject **fields, int untrack)
 {
     PyObject *record = layout->type->tp_alloc(layout->type, 0);
     if (record == NULL) return NULL;
     for (Py_ssize_t i = 0; i < layout->count; i++) {
         *(PyObject **)((char *)record + layout->offsets[i]) = Py_NewRef(fields[i]);
     }
+    /* A record whose values are captured copies (ids, numbers, and the JSON-like data the
+     * capturer made) cannot be part of a reference cycle, so the cycle collector need not
+     * walk the thousands queued for export. A task's metadata values are the user's own
+     * objects, so a record with metadata stays tracked. */
+    if (untrack && PyObject_IS_GC(record)) PyObject_GC_UnTrack(record);
     return record;
 }
 
@@ -366,6 +372,11 @@ new_task(PyObject *run, PyObject *parent, PyObject *name, PyObject *input, PyObj
     Py_SETREF(task->metadata, Py_NewRef(metadata));
     Py_SETREF(task->kind, Py_NewRef(kind));
     Py_SETREF(task->managed, Py_NewRef(Py_True));
+    /* Until its end op is converted, the new handle is referenced by the intake and holds only
+     * fresh values, so the cycle collector has nothing to find in it; walking (and promoting)
+     * the hundreds queued at any moment cost more than the rest of the call. The dispatcher
+     * tracks it again when it converts its end (see convert_one). */
+    PyObject_GC_UnTrack(task);
     return (PyObject *)task;
 }
 
@@ -675,6 +686,7 @@ close_task(TaskCall *self, PyObject *run, PyObject *task, PyObject *result)
                                         Py_None, end_ns, Py_None);
             Py_DECREF(end_ns);
             if (op == NULL) return -1;
+            PyObject_GC_UnTrack(op);  /* a handle and atomic values: never in a cycle */
             int status = put(run, op);
             Py_DECREF(op);
             return status;
@@ -1048,7 +1060,8 @@ task_record_of(Converting *c, TaskBase *task, PyObject *run, PyObject *end, Py_s
         fields[12] = metadata == Py_None ? PyDict_New() : Py_NewRef(metadata);
         if (fields[12] == NULL) goto done;
     }
-    record = make_record(&task_layout, fields);
+    record = make_record(&task_layout, fields,
+                         PyDict_CheckExact(fields[12]) && PyDict_GET_SIZE(fields[12]) == 0);
 done:
     for (int i = 0; i < 14; i++) Py_XDECREF(fields[i]);
     return record;
@@ -1078,7 +1091,7 @@ event_record_of(Converting *c, PyObject *op)
     if (fields[2] == NULL) goto done;
     for (int i = 3; i < 7; i++) fields[i] = Py_NewRef(PyTuple_GET_ITEM(op, i));
     if (!(fields[7] = PyLong_FromSsize_t(seq))) goto done;
-    record = make_record(&event_layout, fields);
+    record = make_record(&event_layout, fields, 1);
 done:
     for (int i = 0; i < 8; i++) Py_XDECREF(fields[i]);
     return record;
@@ -1119,6 +1132,8 @@ convert_one(Converting *c, PyObject *op, PyObject *records)
     } else if (code == op_codes[TASK_END] || code == op_codes[TASK_END_RAW]) {
         TaskBase *task = op_task(op);
         if (task == NULL || task->run == NULL) return -1;
+        /* From here on the user's references (and what they store in it) are all it has. */
+        if (!PyObject_GC_IsTracked((PyObject *)task)) PyObject_GC_Track(task);
         Py_ssize_t end_seq = take_seq(task->run);
         PyObject *end_seq_object = end_seq < 0 ? NULL : PyLong_FromSsize_t(end_seq);
         if (end_seq_object == NULL) return -1;
@@ -1259,6 +1274,14 @@ flat_copy(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
     return PyDict_Copy(mapping);
 }
 
+/* track(obj): give an object back to the cycle collector (see new_task); idempotent. */
+static PyObject *
+track(PyObject *module, PyObject *object)
+{
+    if (PyObject_IS_GC(object) && !PyObject_GC_IsTracked(object)) PyObject_GC_Track(object);
+    Py_RETURN_NONE;
+}
+
 /* -- the module -------------------------------------------------------------------------------- */
 
 static PyObject *
@@ -1305,6 +1328,7 @@ static PyMethodDef module_methods[] = {
      "Hand over the objects the fast paths use; called once by taskscope._accel."},
     {"convert", (PyCFunction)(void (*)(void))convert, METH_FASTCALL,
      "Records for the ops up to the next control op."},
+    {"track", (PyCFunction)track, METH_O, "Give an object back to the cycle collector."},
     {"flat_copy", (PyCFunction)(void (*)(void))flat_copy, METH_FASTCALL,
      "A copy of a small flat dict that needs no walk, or None."},
     {NULL},
