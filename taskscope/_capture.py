@@ -70,6 +70,9 @@ class Capturer:
         # Strings up to this length are kept as they are by the C hot path; -1 (nothing kept
         # without a call) when a redaction callback must see every value.
         self.fast_str_limit = self._max_str if self.redactor.callback is None else -1
+        # What the C copy of small flat dicts needs (see _flat_copy), read in one lookup.
+        limits = self.limits
+        self.flat_limits = (self.redactor._cache, limits.max_items, limits.max_bytes, self._max_str)
 
     # -- entry points ---------------------------------------------------------------------
 

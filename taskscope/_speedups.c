@@ -57,7 +57,7 @@ enum { RUN_START, RUN_END, TASK_START, TASK_END, EVENT, CONTROL, TASK_END_RAW };
 static PyObject *s_run, *s_recording, *s_live, *s_capturer, *s_spec_capturer, *s_fast_limit,
     *s_arguments, *s_status, *s_skip_reason, *s_metadata, *s_fail_managed, *s_put, *s_append,
     *s_seq, *s_id, *s_id_attr, *s_n, *s_parent, *s_name, *s_start_ns, *s_input, *s_kind,
-    *s_end_seq, *s_running, *s_completed, *s_task, *s_task_start_kind, *s_convert_kind, *s_end_kind;
+    *s_end_seq, *s_running, *s_completed, *s_task, *s_flat_limits, *s_task_start_kind, *s_convert_kind, *s_end_kind;
 static PyObject *op_codes[7];
 static PyObject *empty_tuple;
 
@@ -91,6 +91,7 @@ intern_all(void)
     INTERN(s_running, "running");
     INTERN(s_completed, "completed");
     INTERN(s_task, "task");
+    INTERN(s_flat_limits, "flat_limits");
     INTERN(s_task_start_kind, "task-start");
     INTERN(s_convert_kind, "convert");
     INTERN(s_end_kind, "task-end");
@@ -666,6 +667,8 @@ attr_is(PyObject *object, PyObject *name, PyObject *expected)
     return same;
 }
 
+static PyObject *captured_flat_dict(PyObject *value);
+
 /* Ends the task after a normal return. 0, or -1 with an exception set. */
 static int
 close_task(TaskCall *self, PyObject *run, PyObject *task, PyObject *result)
@@ -690,6 +693,31 @@ close_task(TaskCall *self, PyObject *run, PyObject *task, PyObject *result)
             int status = put(run, op);
             Py_DECREF(op);
             return status;
+        }
+    } else if (self->raw_output && task_is_base && PyDict_CheckExact(result)) {
+        TaskBase *handle = (TaskBase *)task;
+        int running = handle->status == s_running ||
+                      (PyUnicode_Check(handle->status) &&
+                       PyUnicode_Compare(handle->status, s_running) == 0);
+        if (running && handle->skip_reason == Py_None && handle->metadata == Py_None) {
+            PyObject *copy = captured_flat_dict(result);
+            if (copy == NULL) return -1;
+            if (copy != Py_None) {  /* a small flat dict, captured here as Capturer.value would */
+                Py_SETREF(handle->status, Py_NewRef(s_completed));
+                PyObject *end_ns = now_ns();
+                PyObject *op = end_ns == NULL ? NULL
+                                              : PyTuple_Pack(7, op_codes[TASK_END], task,
+                                                             s_completed, copy, Py_None, end_ns,
+                                                             Py_None);
+                Py_XDECREF(end_ns);
+                Py_DECREF(copy);
+                if (op == NULL) return -1;
+                PyObject_GC_UnTrack(op);  /* a handle and atomic values: never in a cycle */
+                int status = put(run, op);
+                Py_DECREF(op);
+                return status;
+            }
+            Py_DECREF(copy);
         }
     } else if (self->raw_output && scalar) {
         int running = attr_is(task, s_status, s_running);
@@ -1238,18 +1266,12 @@ convert(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
  *   False) and JSON-native values (None, bool, int, finite float, str up to max_str), within
  *   max_bytes; None when anything needs the full walk. Capturer._flat_copy is its twin. */
 static PyObject *
-flat_copy(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
+flat_copy_impl(PyObject *mapping, PyObject *judged, Py_ssize_t max_items, Py_ssize_t budget,
+               Py_ssize_t max_str)
 {
-    if (nargs != 5 || !PyDict_Check(argv[1])) {
-        PyErr_SetString(PyExc_TypeError, "flat_copy(mapping, judged, max_items, max_bytes, max_str)");
-        return NULL;
-    }
-    PyObject *mapping = argv[0], *judged = argv[1];
-    Py_ssize_t max_items = PyLong_AsSsize_t(argv[2]);
-    Py_ssize_t budget = PyLong_AsSsize_t(argv[3]);
-    Py_ssize_t max_str = PyLong_AsSsize_t(argv[4]);
-    if ((max_items == -1 || budget == -1 || max_str == -1) && PyErr_Occurred()) return NULL;
-    if (!PyDict_CheckExact(mapping) || PyDict_GET_SIZE(mapping) > max_items) Py_RETURN_NONE;
+    if (!PyDict_CheckExact(mapping) || !PyDict_Check(judged) ||
+        PyDict_GET_SIZE(mapping) > max_items)
+        Py_RETURN_NONE;
     Py_ssize_t position = 0;
     PyObject *key, *value;
     while (PyDict_Next(mapping, &position, &key, &value)) {
@@ -1272,6 +1294,48 @@ flat_copy(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
     }
     if (budget <= 0) Py_RETURN_NONE;
     return PyDict_Copy(mapping);
+}
+
+static PyObject *
+flat_copy(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyDict_Check(argv[1])) {
+        PyErr_SetString(PyExc_TypeError, "flat_copy(mapping, judged, max_items, max_bytes, max_str)");
+        return NULL;
+    }
+    Py_ssize_t max_items = PyLong_AsSsize_t(argv[2]);
+    Py_ssize_t budget = PyLong_AsSsize_t(argv[3]);
+    Py_ssize_t max_str = PyLong_AsSsize_t(argv[4]);
+    if ((max_items == -1 || budget == -1 || max_str == -1) && PyErr_Occurred()) return NULL;
+    return flat_copy_impl(argv[0], argv[1], max_items, budget, max_str);
+}
+
+/* The capturer's copy of a small flat dict (Capturer.value's shortcut), or None when it needs
+ * the full capture (a walk, a redaction callback): a new reference, NULL on error. */
+static PyObject *
+captured_flat_dict(PyObject *value)
+{
+    PyObject *capturer = PyObject_GetAttr(settings, s_capturer);
+    if (capturer == NULL) return NULL;
+    Py_ssize_t callback_free = current_str_limit(capturer);
+    PyObject *limits = callback_free < 0 ? NULL : PyObject_GetAttr(capturer, s_flat_limits);
+    Py_DECREF(capturer);
+    if (limits == NULL) {
+        if (callback_free == -1) Py_RETURN_NONE;  /* a redaction callback sees every value */
+        return NULL;
+    }
+    PyObject *copy = NULL;
+    if (PyTuple_Check(limits) && PyTuple_GET_SIZE(limits) == 4) {
+        Py_ssize_t max_items = PyLong_AsSsize_t(PyTuple_GET_ITEM(limits, 1));
+        Py_ssize_t max_bytes = PyLong_AsSsize_t(PyTuple_GET_ITEM(limits, 2));
+        Py_ssize_t max_str = PyLong_AsSsize_t(PyTuple_GET_ITEM(limits, 3));
+        if (!PyErr_Occurred())
+            copy = flat_copy_impl(value, PyTuple_GET_ITEM(limits, 0), max_items, max_bytes, max_str);
+    } else {
+        PyErr_SetString(PyExc_TypeError, "Capturer.flat_limits is malformed");
+    }
+    Py_DECREF(limits);
+    return copy;
 }
 
 /* track(obj): give an object back to the cycle collector (see new_task); idempotent. */

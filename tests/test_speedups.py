@@ -76,6 +76,10 @@ class Agent:
 def floaty(x):
     return x / 3
 
+@taskscope.task("flat")
+def flat(x):
+    return {"n": x, "label": "t" * x, "ratio": x / 2, "ok": True, "none": None}
+
 results = []
 with client.start_run(name="scenario"):
     results.append(add(1, 2))
@@ -93,6 +97,8 @@ with client.start_run(name="scenario"):
     results.append(outer(3))
     results.append(Agent().method(21))
     results.append(floaty(1.0))
+    results.extend(flat(i) for i in (1, 2, 3))  # keys judged by the first, copied in C after
+    results.append(flat(float("nan")) if False else flat(0))
     results.append(add(None, None) if False else add(True, 1))
 client.flush()
 
