@@ -76,6 +76,10 @@ class Agent:
 def floaty(x):
     return x / 3
 
+@taskscope.task("not-finite")
+def not_finite(x):
+    return {"v": float("nan"), "w": float("inf")}
+
 @taskscope.task("flat")
 def flat(x):
     return {"n": x, "label": "t" * x, "ratio": x / 2, "ok": True, "none": None}
@@ -98,7 +102,8 @@ with client.start_run(name="scenario"):
     results.append(Agent().method(21))
     results.append(floaty(1.0))
     results.extend(flat(i) for i in (1, 2, 3))  # keys judged by the first, copied in C after
-    results.append(flat(float("nan")) if False else flat(0))
+    results.append(flat(0))
+    results.append(str(not_finite(1)))
     results.append(add(None, None) if False else add(True, 1))
 client.flush()
 
