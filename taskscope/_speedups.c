@@ -52,13 +52,14 @@ run_slot(PyObject *run, int slot, int *known)
     return *known ? *(PyObject **)((char *)run + run_layout.offsets[slot]) : NULL;
 }
 
-enum { RUN_START, RUN_END, TASK_START, TASK_END, EVENT, CONTROL, TASK_END_RAW };
+enum { RUN_START, RUN_END, TASK_START, TASK_END, EVENT, CONTROL, TASK_END_RAW, TASK_DONE,
+       TASK_DONE_RAW, OP_CODES };
 
 static PyObject *s_run, *s_recording, *s_live, *s_capturer, *s_spec_capturer, *s_fast_limit,
     *s_arguments, *s_status, *s_skip_reason, *s_metadata, *s_fail_managed, *s_put, *s_append,
     *s_seq, *s_id, *s_id_attr, *s_n, *s_parent, *s_name, *s_start_ns, *s_input, *s_kind,
     *s_end_seq, *s_running, *s_completed, *s_task, *s_flat_limits, *s_task_start_kind, *s_convert_kind, *s_end_kind;
-static PyObject *op_codes[7];
+static PyObject *op_codes[OP_CODES];
 static PyObject *empty_tuple;
 
 static int
@@ -97,7 +98,7 @@ intern_all(void)
     INTERN(s_end_kind, "task-end");
 #undef INTERN
     if (!(empty_tuple = PyTuple_New(0))) return -1;
-    for (int code = 0; code < 7; code++) {
+    for (int code = 0; code < OP_CODES; code++) {
         if (!(op_codes[code] = PyLong_FromLong(code))) return -1;
     }
     return 0;
@@ -655,87 +656,74 @@ open_task(TaskCall *self, PyObject *run, PyObject *parent, PyObject *instance, P
     return task;
 }
 
+static PyObject *captured_flat_dict(PyObject *value);
+
+/* Queues the end of a task completed with an output already captured (raw: a scalar the
+ * dispatcher captures). When the task's start is still the last op in the intake (nothing was
+ * recorded since, by any thread), the start is replaced by one op for both: a leaf task costs
+ * the dispatcher one op instead of two. 0, or -1 with an exception set. */
 static int
-attr_is(PyObject *object, PyObject *name, PyObject *expected)
+end_completed(PyObject *run, TaskBase *task, PyObject *output, int raw)
 {
-    PyObject *value = PyObject_GetAttr(object, name);
-    if (value == NULL) return -1;
-    int same = value == expected;
-    if (!same && PyUnicode_Check(value) && PyUnicode_Check(expected))
-        same = PyUnicode_Compare(value, expected) == 0;
-    Py_DECREF(value);
-    return same;
+    Py_SETREF(task->status, Py_NewRef(s_completed));
+    PyObject *end_ns = now_ns();
+    if (end_ns == NULL) return -1;
+    int known;
+    PyObject *putter = run_slot(run, RUN_PUT, &known);
+    Py_ssize_t last = -1;
+    if (known && putter != NULL && Py_TYPE(putter) == &IntakeType) {
+        PyObject *items = ((Intake *)putter)->items;
+        Py_ssize_t length = items == NULL ? -1 : PyObject_Size(items);
+        if (length > 0) {
+            PyObject *tail = PySequence_GetItem(items, length - 1);
+            if (tail == (PyObject *)task) last = length - 1;
+            Py_XDECREF(tail);
+        }
+        if (length < 0 || PyErr_Occurred()) {
+            Py_DECREF(end_ns);
+            return -1;
+        }
+    }
+    int code = last >= 0 ? (raw ? TASK_DONE_RAW : TASK_DONE) : (raw ? TASK_END_RAW : TASK_END);
+    PyObject *op = PyTuple_Pack(7, op_codes[code], (PyObject *)task, s_completed, output, Py_None,
+                                end_ns, Py_None);
+    Py_DECREF(end_ns);
+    if (op == NULL) return -1;
+    PyObject_GC_UnTrack(op);  /* a handle and atomic values: never in a cycle */
+    int status = last >= 0 ? PySequence_SetItem(((Intake *)putter)->items, last, op)
+                           : put(run, op);
+    Py_DECREF(op);
+    return status;
 }
 
-static PyObject *captured_flat_dict(PyObject *value);
+static int
+still_running_bare(TaskBase *task)
+{
+    int running = task->status == s_running ||
+                  (PyUnicode_Check(task->status) && PyUnicode_Compare(task->status, s_running) == 0);
+    return running && task->skip_reason == Py_None && task->metadata == Py_None;
+}
 
 /* Ends the task after a normal return. 0, or -1 with an exception set. */
 static int
 close_task(TaskCall *self, PyObject *run, PyObject *task, PyObject *result)
 {
-    PyTypeObject *kind = Py_TYPE(result);
-    int scalar = result == Py_None || kind == &PyLong_Type || kind == &PyBool_Type ||
-                 kind == &PyFloat_Type || kind == &PyUnicode_Type;
-    if (self->raw_output && scalar && task_is_base) {
-        TaskBase *handle = (TaskBase *)task;
-        int running = handle->status == s_running ||
-                      (PyUnicode_Check(handle->status) &&
-                       PyUnicode_Compare(handle->status, s_running) == 0);
-        if (running && handle->skip_reason == Py_None && handle->metadata == Py_None) {
-            Py_SETREF(handle->status, Py_NewRef(s_completed));
-            PyObject *end_ns = now_ns();
-            if (end_ns == NULL) return -1;
-            PyObject *op = PyTuple_Pack(7, op_codes[TASK_END_RAW], task, s_completed, result,
-                                        Py_None, end_ns, Py_None);
-            Py_DECREF(end_ns);
-            if (op == NULL) return -1;
-            PyObject_GC_UnTrack(op);  /* a handle and atomic values: never in a cycle */
-            int status = put(run, op);
-            Py_DECREF(op);
-            return status;
+    if (self->raw_output && task_is_base && still_running_bare((TaskBase *)task)) {
+        PyTypeObject *kind = Py_TYPE(result);
+        if (result == Py_None || kind == &PyLong_Type || kind == &PyBool_Type ||
+            kind == &PyFloat_Type || kind == &PyUnicode_Type) {
+            /* Completed with a scalar: handed over as it is, captured off this thread. */
+            return end_completed(run, (TaskBase *)task, result, 1);
         }
-    } else if (self->raw_output && task_is_base && PyDict_CheckExact(result)) {
-        TaskBase *handle = (TaskBase *)task;
-        int running = handle->status == s_running ||
-                      (PyUnicode_Check(handle->status) &&
-                       PyUnicode_Compare(handle->status, s_running) == 0);
-        if (running && handle->skip_reason == Py_None && handle->metadata == Py_None) {
+        if (kind == &PyDict_Type) {
             PyObject *copy = captured_flat_dict(result);
             if (copy == NULL) return -1;
-            if (copy != Py_None) {  /* a small flat dict, captured here as Capturer.value would */
-                Py_SETREF(handle->status, Py_NewRef(s_completed));
-                PyObject *end_ns = now_ns();
-                PyObject *op = end_ns == NULL ? NULL
-                                              : PyTuple_Pack(7, op_codes[TASK_END], task,
-                                                             s_completed, copy, Py_None, end_ns,
-                                                             Py_None);
-                Py_XDECREF(end_ns);
+            if (copy != Py_None) {  /* a small flat dict, captured as Capturer.value would */
+                int status = end_completed(run, (TaskBase *)task, copy, 0);
                 Py_DECREF(copy);
-                if (op == NULL) return -1;
-                PyObject_GC_UnTrack(op);  /* a handle and atomic values: never in a cycle */
-                int status = put(run, op);
-                Py_DECREF(op);
                 return status;
             }
             Py_DECREF(copy);
-        }
-    } else if (self->raw_output && scalar) {
-        int running = attr_is(task, s_status, s_running);
-        int unskipped = running > 0 ? attr_is(task, s_skip_reason, Py_None) : 0;
-        int bare = unskipped > 0 ? attr_is(task, s_metadata, Py_None) : 0;
-        if (running < 0 || unskipped < 0 || bare < 0) return -1;
-        if (bare) {
-            /* Completed with a scalar: handed over as it is, captured off this thread. */
-            if (PyObject_SetAttr(task, s_status, s_completed) < 0) return -1;
-            PyObject *end_ns = now_ns();
-            if (end_ns == NULL) return -1;
-            PyObject *op = PyTuple_Pack(7, op_codes[TASK_END_RAW], task, s_completed, result,
-                                        Py_None, end_ns, Py_None);
-            Py_DECREF(end_ns);
-            if (op == NULL) return -1;
-            int status = put(run, op);
-            Py_DECREF(op);
-            return status;
         }
     }
     PyObject *finish_args[2] = {task, result};
@@ -1078,7 +1066,8 @@ task_record_of(Converting *c, TaskBase *task, PyObject *run, PyObject *end, Py_s
         PyObject *output = PyTuple_GET_ITEM(end, 3), *error = PyTuple_GET_ITEM(end, 4);
         PyObject *metadata = PyTuple_GET_ITEM(end, 6);
         fields[4] = Py_NewRef(PyTuple_GET_ITEM(end, 2));
-        fields[8] = PyTuple_GET_ITEM(end, 0) == op_codes[TASK_END_RAW]
+        PyObject *end_code = PyTuple_GET_ITEM(end, 0);
+        fields[8] = end_code == op_codes[TASK_END_RAW] || end_code == op_codes[TASK_DONE_RAW]
                         ? captured_output(c, output)
                         : Py_NewRef(output);
         if (fields[8] == NULL) goto done;
@@ -1185,6 +1174,29 @@ convert_one(Converting *c, PyObject *op, PyObject *records)
             return -1;
         }
         if (record == NULL) return 0;
+    } else if (code == op_codes[TASK_DONE] || code == op_codes[TASK_DONE_RAW]) {
+        /* Start and end in one op: numbered as a start followed at once by its end. */
+        TaskBase *task = op_task(op);
+        if (task == NULL || task->run == NULL) return -1;
+        /* Held by someone besides this op: back to the cycle collector (see new_task). Held
+         * only by this op, it is freed with it and can reach nothing that leads back to it. */
+        if (Py_REFCNT(task) > 1 && !PyObject_GC_IsTracked((PyObject *)task))
+            PyObject_GC_Track(task);
+        Py_ssize_t seq = take_seq(task->run);
+        Py_ssize_t end_seq = seq < 0 ? -1 : take_seq(task->run);
+        PyObject *seq_object = end_seq < 0 ? NULL : PyLong_FromSsize_t(seq);
+        PyObject *end_seq_object = seq_object == NULL ? NULL : PyLong_FromSsize_t(end_seq);
+        if (end_seq_object == NULL) {
+            Py_XDECREF(seq_object);
+            return -1;
+        }
+        Py_XSETREF(task->seq, seq_object);
+        record = task_record_of(c, task, task->run, op, seq);
+        if (record != NULL) {
+            PyObject **slot = (PyObject **)((char *)record + task_layout.offsets[11]);
+            Py_XSETREF(*slot, Py_NewRef(end_seq_object));  /* record.end_seq */
+        }
+        Py_DECREF(end_seq_object);
     } else if (code == op_codes[RUN_START]) {
         record = PyObject_CallOneArg(c->run_start, PyTuple_GET_ITEM(op, 1));
     } else if (code == op_codes[RUN_END]) {
