@@ -985,30 +985,38 @@ run_id_of(PyObject *run)
     return PyObject_GetAttr(run, s_id_attr);
 }
 
-/* run._seq, then run._seq += 1; -1 on error. */
-static Py_ssize_t
+/* run._seq (a new reference to the int), then run._seq += 1; NULL on error. */
+static PyObject *
 take_seq(PyObject *run)
 {
     int known;
+    PyObject **slot = NULL;
     PyObject *value = run_slot(run, RUN_SEQ, &known);
     if (known && value != NULL && PyLong_CheckExact(value)) {
-        Py_ssize_t seq = PyLong_AsSsize_t(value);
-        if (seq < 0) return -1;
-        PyObject *next = PyLong_FromSsize_t(seq + 1);
-        if (next == NULL) return -1;
-        Py_SETREF(*(PyObject **)((char *)run + run_layout.offsets[RUN_SEQ]), next);
-        return seq;
+        slot = (PyObject **)((char *)run + run_layout.offsets[RUN_SEQ]);
+        Py_INCREF(value);
+    } else {
+        value = PyObject_GetAttr(run, s_seq);
+        if (value == NULL) return NULL;
     }
-    value = PyObject_GetAttr(run, s_seq);
-    if (value == NULL) return -1;
     Py_ssize_t seq = PyLong_AsSsize_t(value);
-    Py_DECREF(value);
-    if (seq < 0) return -1;
-    PyObject *next = PyLong_FromSsize_t(seq + 1);
-    if (next == NULL) return -1;
+    PyObject *next = seq < 0 ? NULL : PyLong_FromSsize_t(seq + 1);
+    if (next == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "run._seq is negative");
+        Py_DECREF(value);
+        return NULL;
+    }
+    if (slot != NULL) {
+        Py_SETREF(*slot, next);  /* drops the slot's reference; ours (taken above) remains */
+        return value;
+    }
     int status = PyObject_SetAttr(run, s_seq, next);
     Py_DECREF(next);
-    return status < 0 ? -1 : seq;
+    if (status < 0) {
+        Py_DECREF(value);
+        return NULL;
+    }
+    return value;
 }
 
 static PyObject *
@@ -1027,7 +1035,7 @@ field(PyObject *value)
 
 /* A TaskRecord of task as of its end op (or running, when end is NULL). */
 static PyObject *
-task_record_of(Converting *c, TaskBase *task, PyObject *run, PyObject *end, Py_ssize_t seq)
+task_record_of(Converting *c, TaskBase *task, PyObject *run, PyObject *end, PyObject *seq)
 {
     PyObject *fields[14] = {NULL};
     PyObject *record = NULL;
@@ -1044,7 +1052,7 @@ task_record_of(Converting *c, TaskBase *task, PyObject *run, PyObject *end, Py_s
     if (fields[2] == NULL) goto done;
     if (!(fields[3] = field(task->name))) goto done;
     if (!(fields[5] = field(task->start_ns))) goto done;
-    if (!(fields[6] = PyLong_FromSsize_t(seq))) goto done;
+    fields[6] = Py_NewRef(seq);
     if (!(fields[7] = field(task->input))) goto done;
     fields[11] = Py_NewRef(Py_None);
     if (!(fields[13] = field(task->kind))) goto done;
@@ -1094,8 +1102,9 @@ event_record_of(Converting *c, PyObject *op)
     PyObject *run = PyTuple_GET_ITEM(op, 1), *task = PyTuple_GET_ITEM(op, 2);
     PyObject *fields[8] = {NULL};
     PyObject *record = NULL;
-    Py_ssize_t seq = take_seq(run);
-    if (seq < 0) return NULL;
+    PyObject *seq = take_seq(run);
+    if (seq == NULL) return NULL;
+    fields[7] = seq;
     if (!(fields[0] = format_id(c->prefix, PyTuple_GET_ITEM(op, 7)))) goto done;
     if (!(fields[1] = run_id_of(run))) goto done;
     if (task == Py_None) {
@@ -1107,7 +1116,6 @@ event_record_of(Converting *c, PyObject *op)
     }
     if (fields[2] == NULL) goto done;
     for (int i = 3; i < 7; i++) fields[i] = Py_NewRef(PyTuple_GET_ITEM(op, i));
-    if (!(fields[7] = PyLong_FromSsize_t(seq))) goto done;
     record = make_record(&event_layout, fields, 1);
 done:
     for (int i = 0; i < 8; i++) Py_XDECREF(fields[i]);
@@ -1136,10 +1144,9 @@ convert_one(Converting *c, PyObject *op, PyObject *records)
         TaskBase *task = bare_start ? (TaskBase *)op : op_task(op);
         if (task == NULL || task->run == NULL) return -1;
         PyObject *run = task->run;
-        Py_ssize_t seq = take_seq(run);
-        PyObject *seq_object = seq < 0 ? NULL : PyLong_FromSsize_t(seq);
-        if (seq_object == NULL) return -1;
-        Py_XSETREF(task->seq, seq_object);
+        PyObject *seq = take_seq(run);
+        if (seq == NULL) return -1;
+        Py_XSETREF(task->seq, seq);
         /* Its end in the same batch: one record, in its final state, at its start's place. */
         record = task_record_of(c, task, run, task->end_op, seq);
         if (record == NULL) return -1;
@@ -1151,8 +1158,7 @@ convert_one(Converting *c, PyObject *op, PyObject *records)
         if (task == NULL || task->run == NULL) return -1;
         /* From here on the user's references (and what they store in it) are all it has. */
         if (!PyObject_GC_IsTracked((PyObject *)task)) PyObject_GC_Track(task);
-        Py_ssize_t end_seq = take_seq(task->run);
-        PyObject *end_seq_object = end_seq < 0 ? NULL : PyLong_FromSsize_t(end_seq);
+        PyObject *end_seq_object = take_seq(task->run);
         if (end_seq_object == NULL) return -1;
         int status = 0;
         if (task->early != NULL) {
@@ -1162,9 +1168,8 @@ convert_one(Converting *c, PyObject *op, PyObject *records)
         } else {
             /* A start dropped from a full queue (or in an earlier batch): a record of its own,
              * placed at its start when that was numbered, else at its end. */
-            Py_ssize_t start_seq = end_seq;
-            if (task->seq != NULL) start_seq = PyLong_AsSsize_t(task->seq);
-            record = start_seq < 0 ? NULL : task_record_of(c, task, task->run, op, start_seq);
+            PyObject *start_seq = task->seq != NULL ? task->seq : end_seq_object;
+            record = task_record_of(c, task, task->run, op, start_seq);
             if (record == NULL || PyObject_SetAttr(record, s_end_seq, end_seq_object) < 0)
                 status = -1;
         }
@@ -1182,16 +1187,14 @@ convert_one(Converting *c, PyObject *op, PyObject *records)
          * only by this op, it is freed with it and can reach nothing that leads back to it. */
         if (Py_REFCNT(task) > 1 && !PyObject_GC_IsTracked((PyObject *)task))
             PyObject_GC_Track(task);
-        Py_ssize_t seq = take_seq(task->run);
-        Py_ssize_t end_seq = seq < 0 ? -1 : take_seq(task->run);
-        PyObject *seq_object = end_seq < 0 ? NULL : PyLong_FromSsize_t(seq);
-        PyObject *end_seq_object = seq_object == NULL ? NULL : PyLong_FromSsize_t(end_seq);
+        PyObject *seq_object = take_seq(task->run);
+        PyObject *end_seq_object = seq_object == NULL ? NULL : take_seq(task->run);
         if (end_seq_object == NULL) {
             Py_XDECREF(seq_object);
             return -1;
         }
         Py_XSETREF(task->seq, seq_object);
-        record = task_record_of(c, task, task->run, op, seq);
+        record = task_record_of(c, task, task->run, op, seq_object);
         if (record != NULL) {
             PyObject **slot = (PyObject **)((char *)record + task_layout.offsets[11]);
             Py_XSETREF(*slot, Py_NewRef(end_seq_object));  /* record.end_seq */
