@@ -20,10 +20,9 @@ if TYPE_CHECKING:
 
 # Op codes: the first item of every tuple on the intake. TASK_END_RAW is a task end whose
 # output is an immutable scalar not yet captured (the hot path leaves that to the dispatcher).
-# TASK_DONE(_RAW) is a start and its end in one op: the C hot path puts it in place of the
-# start when nothing was queued after it (the C dispatcher converts it; see _speedups.c).
+# The C hot path also queues a task handle on its own as its start op, and may mark that op as
+# the task's end too (see _speedups.c); only the C dispatcher sees those.
 RUN_START, RUN_END, TASK_START, TASK_END, EVENT, CONTROL, TASK_END_RAW = range(7)
-TASK_DONE, TASK_DONE_RAW = 7, 8
 _ENDS = (TASK_END, TASK_END_RAW)
 
 

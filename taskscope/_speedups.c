@@ -223,6 +223,9 @@ typedef struct {
     PyObject *seq;           /* _seq: unset until the dispatcher numbers the start */
     PyObject *end_op;        /* while one convert() runs: this task's end op in the batch */
     PyObject *early;         /* while one convert() runs: its record, awaiting its end_seq */
+    PyObject *end_output;    /* ended in C while its start was still queued last: the output */
+    PyObject *end_ns;        /* ...and when; done says how the output is captured */
+    int done;                /* 0, or TASK_DONE / TASK_DONE_RAW: its start op is its end too */
 } TaskBase;
 
 static void
@@ -267,6 +270,8 @@ taskbase_traverse(TaskBase *self, visitproc visit, void *arg)
     Py_VISIT(self->seq);
     Py_VISIT(self->end_op);
     Py_VISIT(self->early);
+    Py_VISIT(self->end_output);
+    Py_VISIT(self->end_ns);
     if (Py_TYPE(self)->tp_flags & Py_TPFLAGS_HEAPTYPE) Py_VISIT(Py_TYPE(self));
     return 0;
 }
@@ -291,6 +296,8 @@ taskbase_clear(TaskBase *self)
     Py_CLEAR(self->seq);
     Py_CLEAR(self->end_op);
     Py_CLEAR(self->early);
+    Py_CLEAR(self->end_output);
+    Py_CLEAR(self->end_ns);
     return 0;
 }
 
@@ -660,8 +667,8 @@ static PyObject *captured_flat_dict(PyObject *value);
 
 /* Queues the end of a task completed with an output already captured (raw: a scalar the
  * dispatcher captures). When the task's start is still the last op in the intake (nothing was
- * recorded since, by any thread), the start is replaced by one op for both: a leaf task costs
- * the dispatcher one op instead of two. 0, or -1 with an exception set. */
+ * recorded since, by any thread), the start op is marked as the end too: a leaf task costs
+ * one op and no tuple. 0, or -1 with an exception set. */
 static int
 end_completed(PyObject *run, TaskBase *task, PyObject *output, int raw)
 {
@@ -684,14 +691,18 @@ end_completed(PyObject *run, TaskBase *task, PyObject *output, int raw)
             return -1;
         }
     }
-    int code = last >= 0 ? (raw ? TASK_DONE_RAW : TASK_DONE) : (raw ? TASK_END_RAW : TASK_END);
-    PyObject *op = PyTuple_Pack(7, op_codes[code], (PyObject *)task, s_completed, output, Py_None,
-                                end_ns, Py_None);
+    if (last >= 0) {  /* the queued start becomes start and end: no op of its own */
+        Py_XSETREF(task->end_output, Py_NewRef(output));
+        Py_XSETREF(task->end_ns, end_ns);
+        task->done = raw ? TASK_DONE_RAW : TASK_DONE;
+        return 0;
+    }
+    PyObject *op = PyTuple_Pack(7, op_codes[raw ? TASK_END_RAW : TASK_END], (PyObject *)task,
+                                s_completed, output, Py_None, end_ns, Py_None);
     Py_DECREF(end_ns);
     if (op == NULL) return -1;
     PyObject_GC_UnTrack(op);  /* a handle and atomic values: never in a cycle */
-    int status = last >= 0 ? PySequence_SetItem(((Intake *)putter)->items, last, op)
-                           : put(run, op);
+    int status = put(run, op);
     Py_DECREF(op);
     return status;
 }
@@ -1033,9 +1044,32 @@ field(PyObject *value)
     return Py_XNewRef(value);
 }
 
-/* A TaskRecord of task as of its end op (or running, when end is NULL). */
+typedef struct {
+    PyObject *status, *output, *error, *end_ns, *metadata;  /* borrowed */
+    int raw;  /* output is a scalar not yet captured */
+} End;
+
+/* A task end op's parts; 0, or -1 with an exception set. */
+static int
+end_of_op(PyObject *op, End *end)
+{
+    if (!PyTuple_Check(op) || PyTuple_GET_SIZE(op) != 7) {
+        PyErr_SetString(PyExc_ValueError, "malformed task end op");
+        return -1;
+    }
+    PyObject *code = PyTuple_GET_ITEM(op, 0);
+    end->status = PyTuple_GET_ITEM(op, 2);
+    end->output = PyTuple_GET_ITEM(op, 3);
+    end->error = PyTuple_GET_ITEM(op, 4);
+    end->end_ns = PyTuple_GET_ITEM(op, 5);
+    end->metadata = PyTuple_GET_ITEM(op, 6);
+    end->raw = code == op_codes[TASK_END_RAW] || code == op_codes[TASK_DONE_RAW];
+    return 0;
+}
+
+/* A TaskRecord of task as of its end (or running, when end is NULL). */
 static PyObject *
-task_record_of(Converting *c, TaskBase *task, PyObject *run, PyObject *end, PyObject *seq)
+task_record_of(Converting *c, TaskBase *task, PyObject *run, End *end, PyObject *seq)
 {
     PyObject *fields[14] = {NULL};
     PyObject *record = NULL;
@@ -1067,22 +1101,14 @@ task_record_of(Converting *c, TaskBase *task, PyObject *run, PyObject *end, PyOb
                                : truth == 0 ? PyDict_New() : NULL;
         if (fields[12] == NULL) goto done;
     } else {
-        if (!PyTuple_Check(end) || PyTuple_GET_SIZE(end) != 7) {
-            PyErr_SetString(PyExc_ValueError, "malformed task end op");
-            goto done;
-        }
-        PyObject *output = PyTuple_GET_ITEM(end, 3), *error = PyTuple_GET_ITEM(end, 4);
-        PyObject *metadata = PyTuple_GET_ITEM(end, 6);
-        fields[4] = Py_NewRef(PyTuple_GET_ITEM(end, 2));
-        PyObject *end_code = PyTuple_GET_ITEM(end, 0);
-        fields[8] = end_code == op_codes[TASK_END_RAW] || end_code == op_codes[TASK_DONE_RAW]
-                        ? captured_output(c, output)
-                        : Py_NewRef(output);
+        fields[4] = Py_NewRef(end->status);
+        fields[8] = end->raw ? captured_output(c, end->output) : Py_NewRef(end->output);
         if (fields[8] == NULL) goto done;
-        fields[9] = error == Py_None ? Py_NewRef(Py_None) : PyObject_CallOneArg(c->error_info, error);
+        fields[9] = end->error == Py_None ? Py_NewRef(Py_None)
+                                          : PyObject_CallOneArg(c->error_info, end->error);
         if (fields[9] == NULL) goto done;
-        fields[10] = Py_NewRef(PyTuple_GET_ITEM(end, 5));
-        fields[12] = metadata == Py_None ? PyDict_New() : Py_NewRef(metadata);
+        fields[10] = Py_NewRef(end->end_ns);
+        fields[12] = end->metadata == Py_None ? PyDict_New() : Py_NewRef(end->metadata);
         if (fields[12] == NULL) goto done;
     }
     record = make_record(&task_layout, fields,
@@ -1133,6 +1159,30 @@ op_task(PyObject *op)
     return (TaskBase *)task;
 }
 
+/* The record of a task whose start op is also its end (see end_completed): numbered as a
+ * start followed at once by its end. A new reference, or NULL with an exception set. */
+static PyObject *
+done_record(Converting *c, TaskBase *task, End *end)
+{
+    /* Held only by the op being converted, it is freed with it and can reach nothing that
+     * leads back to it; held by someone else too, it goes back to the cycle collector. */
+    if (Py_REFCNT(task) > 1 && !PyObject_GC_IsTracked((PyObject *)task)) PyObject_GC_Track(task);
+    PyObject *seq = take_seq(task->run);
+    PyObject *end_seq = seq == NULL ? NULL : take_seq(task->run);
+    if (end_seq == NULL) {
+        Py_XDECREF(seq);
+        return NULL;
+    }
+    Py_XSETREF(task->seq, seq);
+    PyObject *record = task_record_of(c, task, task->run, end, seq);
+    if (record != NULL) {
+        PyObject **slot = (PyObject **)((char *)record + task_layout.offsets[11]);
+        Py_XSETREF(*slot, Py_NewRef(end_seq));  /* record.end_seq */
+    }
+    Py_DECREF(end_seq);
+    return record;
+}
+
 /* One op into records (appended to records); 0, or -1 with an exception set. */
 static int
 convert_one(Converting *c, PyObject *op, PyObject *records)
@@ -1140,7 +1190,20 @@ convert_one(Converting *c, PyObject *op, PyObject *records)
     int bare_start = is_task_base(op);
     PyObject *code = bare_start ? op_codes[TASK_START] : PyTuple_GET_ITEM(op, 0);
     PyObject *record = NULL;
-    if (code == op_codes[TASK_START]) {
+    End end;
+    if (bare_start && ((TaskBase *)op)->done) {
+        TaskBase *task = (TaskBase *)op;
+        if (task->run == NULL || task->end_output == NULL || task->end_ns == NULL) {
+            PyErr_SetString(PyExc_ValueError, "a finished task without its end");
+            return -1;
+        }
+        end = (End){s_completed, task->end_output, Py_None, task->end_ns, Py_None,
+                    task->done == TASK_DONE_RAW};
+        record = done_record(c, task, &end);
+        task->done = 0;
+        Py_CLEAR(task->end_output);
+        Py_CLEAR(task->end_ns);
+    } else if (code == op_codes[TASK_START]) {
         TaskBase *task = bare_start ? (TaskBase *)op : op_task(op);
         if (task == NULL || task->run == NULL) return -1;
         PyObject *run = task->run;
@@ -1148,14 +1211,15 @@ convert_one(Converting *c, PyObject *op, PyObject *records)
         if (seq == NULL) return -1;
         Py_XSETREF(task->seq, seq);
         /* Its end in the same batch: one record, in its final state, at its start's place. */
-        record = task_record_of(c, task, run, task->end_op, seq);
+        if (task->end_op != NULL && end_of_op(task->end_op, &end) < 0) return -1;
+        record = task_record_of(c, task, run, task->end_op != NULL ? &end : NULL, seq);
         if (record == NULL) return -1;
         if (task->end_op != NULL) Py_XSETREF(task->early, Py_NewRef(record));
     } else if (code == op_codes[EVENT]) {
         record = event_record_of(c, op);
     } else if (code == op_codes[TASK_END] || code == op_codes[TASK_END_RAW]) {
         TaskBase *task = op_task(op);
-        if (task == NULL || task->run == NULL) return -1;
+        if (task == NULL || task->run == NULL || end_of_op(op, &end) < 0) return -1;
         /* From here on the user's references (and what they store in it) are all it has. */
         if (!PyObject_GC_IsTracked((PyObject *)task)) PyObject_GC_Track(task);
         PyObject *end_seq_object = take_seq(task->run);
@@ -1169,7 +1233,7 @@ convert_one(Converting *c, PyObject *op, PyObject *records)
             /* A start dropped from a full queue (or in an earlier batch): a record of its own,
              * placed at its start when that was numbered, else at its end. */
             PyObject *start_seq = task->seq != NULL ? task->seq : end_seq_object;
-            record = task_record_of(c, task, task->run, op, start_seq);
+            record = task_record_of(c, task, task->run, &end, start_seq);
             if (record == NULL || PyObject_SetAttr(record, s_end_seq, end_seq_object) < 0)
                 status = -1;
         }
@@ -1179,27 +1243,6 @@ convert_one(Converting *c, PyObject *op, PyObject *records)
             return -1;
         }
         if (record == NULL) return 0;
-    } else if (code == op_codes[TASK_DONE] || code == op_codes[TASK_DONE_RAW]) {
-        /* Start and end in one op: numbered as a start followed at once by its end. */
-        TaskBase *task = op_task(op);
-        if (task == NULL || task->run == NULL) return -1;
-        /* Held by someone besides this op: back to the cycle collector (see new_task). Held
-         * only by this op, it is freed with it and can reach nothing that leads back to it. */
-        if (Py_REFCNT(task) > 1 && !PyObject_GC_IsTracked((PyObject *)task))
-            PyObject_GC_Track(task);
-        PyObject *seq_object = take_seq(task->run);
-        PyObject *end_seq_object = seq_object == NULL ? NULL : take_seq(task->run);
-        if (end_seq_object == NULL) {
-            Py_XDECREF(seq_object);
-            return -1;
-        }
-        Py_XSETREF(task->seq, seq_object);
-        record = task_record_of(c, task, task->run, op, seq_object);
-        if (record != NULL) {
-            PyObject **slot = (PyObject **)((char *)record + task_layout.offsets[11]);
-            Py_XSETREF(*slot, Py_NewRef(end_seq_object));  /* record.end_seq */
-        }
-        Py_DECREF(end_seq_object);
     } else if (code == op_codes[RUN_START]) {
         record = PyObject_CallOneArg(c->run_start, PyTuple_GET_ITEM(op, 1));
     } else if (code == op_codes[RUN_END]) {
