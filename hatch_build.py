@@ -25,6 +25,10 @@ def _compile(root: Path) -> Path | None:
     linker = sysconfig.get_config_var("LDSHARED")
     if not linker or sys.platform == "win32":
         return None
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        # The C code relies on the GIL (a queue's tail read and written in one step).
+        print("taskscope: free-threaded Python; installing the pure-Python hot path.")
+        return None
     command = [
         *shlex.split(linker),
         *shlex.split(sysconfig.get_config_var("CCSHARED") or "-fPIC"),
