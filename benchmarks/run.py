@@ -6,8 +6,8 @@ with the garbage collector left on as in a real program, so slow drifts of this 
 hit every case alike; the table reports the median and the spread (inter-quartile range) of
 the per-call time over the rounds, its ratio to the bare call and to the floor (a contextvar
 set+reset pair, the least any context-tracking wrapper does), and each case's overhead (time
-minus the bare call) as a ratio to the wrapt pass-through's overhead. Ratios measured in the same run are the figures to
-compare; absolute nanoseconds drift between runs.
+minus the bare call) as a ratio to the wrapt pass-through's overhead. Ratios measured in the
+same run are the figures to compare; absolute nanoseconds drift between runs.
 
     python benchmarks/run.py [--rounds 15] [--calls 20000] [--json results.json]
 """
@@ -294,8 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print()
     print(
-        "| case | median ns/call | IQR ns | × bare | × floor | overhead ÷ wrapt overhead "
-        "| valid |"
+        "| case | median ns/call | IQR ns | × bare | × floor | overhead ÷ wrapt overhead | valid |"
     )
     print("|---|---:|---:|---:|---:|---:|---|")
     for row in rows:
