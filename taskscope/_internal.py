@@ -37,27 +37,24 @@ def internal_error(kind: str) -> None:
     """Report the exception being handled as a bug in taskscope; call from an ``except``."""
     if RAISE_INTERNAL_ERRORS:
         raise
-    if first_time("internal:" + kind):
-        _log(
-            logging.ERROR,
-            "taskscope hit an internal error (%s); your code keeps running, only this record "
-            "may be incomplete. Please report it.",
-            (kind,),
-            exc_info=True,
-        )
+    _log_internal(kind, True)
 
 
 def report_internal(kind: str, exc: BaseException) -> None:
     """``internal_error`` for an exception caught outside an ``except`` (by the C hot path)."""
     if RAISE_INTERNAL_ERRORS:
         raise exc
+    _log_internal(kind, exc)
+
+
+def _log_internal(kind: str, exc_info: bool | BaseException) -> None:
     if first_time("internal:" + kind):
         _log(
             logging.ERROR,
             "taskscope hit an internal error (%s); your code keeps running, only this record "
             "may be incomplete. Please report it.",
             (kind,),
-            exc_info=exc,
+            exc_info=exc_info,
         )
 
 
