@@ -246,3 +246,46 @@ def test_a_task_in_a_reference_cycle_is_still_collected() -> None:
     gc.collect()
     gc.collect()
     assert [ref() for ref in handles] == [None, None]
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["default", "python"])
+def test_an_internal_failure_is_logged_and_the_call_goes_on(pure: bool) -> None:
+    # A capturer that breaks while the run is open: taskscope's own failure on the hot path
+    # is logged once, and the decorated call still returns its result (or raises its own).
+    script = r'''
+import logging, sys, taskscope
+from taskscope import _config
+from taskscope.exporters import InMemoryExporter
+
+logging.basicConfig(level=logging.ERROR, stream=sys.stdout, format="%(message)s")
+client = taskscope.Client([InMemoryExporter()])
+
+@taskscope.task("add")
+def add(a, b):
+    return a + b
+
+@taskscope.task("fail")
+def fail(a):
+    raise KeyError(a)
+
+class Broken:
+    def __getattr__(self, name):
+        raise RuntimeError("broken capturer")
+
+with client.start_run(name="r"):
+    working = _config.settings.capturer
+    _config.settings.capturer = Broken()
+    results = [add(1, 2), add(3, 4)]
+    try:
+        fail(5)
+    except KeyError as exc:
+        results.append(f"raised {exc!r}")
+    _config.settings.capturer = working
+print("results", results)
+'''
+    env = {**os.environ, "TASKSCOPE_PURE_PYTHON": "1" if pure else ""}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
+    )
+    assert "results [3, 7, 'raised KeyError(5)']" in done.stdout
+    assert done.stdout.count("taskscope hit an internal error (task-start)") == 1
