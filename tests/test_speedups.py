@@ -252,7 +252,7 @@ def test_a_task_in_a_reference_cycle_is_still_collected() -> None:
 def test_an_internal_failure_is_logged_and_the_call_goes_on(pure: bool) -> None:
     # A capturer that breaks while the run is open: taskscope's own failure on the hot path
     # is logged once, and the decorated call still returns its result (or raises its own).
-    script = r'''
+    script = r"""
 import logging, sys, taskscope
 from taskscope import _config
 from taskscope.exporters import InMemoryExporter
@@ -282,7 +282,7 @@ with client.start_run(name="r"):
         results.append(f"raised {exc!r}")
     _config.settings.capturer = working
 print("results", results)
-'''
+"""
     env = {**os.environ, "TASKSCOPE_PURE_PYTHON": "1" if pure else ""}
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
