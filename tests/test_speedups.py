@@ -80,6 +80,17 @@ def floaty(x):
 def not_finite(x):
     return {"v": float("nan"), "w": float("inf")}
 
+@taskscope.task("fact")
+def fact(n):
+    return 1 if n <= 1 else n * fact(n - 1)
+
+class Stop(BaseException):
+    pass
+
+@taskscope.task("stopper")
+def stopper(x):
+    raise Stop(x)
+
 @taskscope.task("flat")
 def flat(x):
     return {"n": x, "label": "t" * x, "ratio": x / 2, "ok": True, "none": None}
@@ -103,6 +114,15 @@ with client.start_run(name="scenario"):
     results.append(floaty(1.0))
     results.extend(flat(i) for i in (1, 2, 3))  # keys judged by the first, copied in C after
     results.append(flat(0))
+    results.append(fact(30))
+    try:
+        add(1)  # the wrong number of arguments: the call's own TypeError
+    except TypeError as exc:
+        results.append(type(exc).__name__)
+    try:
+        stopper(9)
+    except Stop as exc:
+        results.append(f"stopped {exc.args}")
     results.append(str(not_finite(1)))
     results.append(add(None, None) if False else add(True, 1))
 client.flush()
