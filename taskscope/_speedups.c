@@ -767,13 +767,12 @@ taskcall_vectorcall(PyObject *op_self, PyObject *const *argv, size_t nargsf, PyO
         return NULL;
     }
     PyObject *wrapped = argv[0], *instance = argv[1], *args = argv[2], *kwargs = argv[3];
-    PyObject *parent = NULL, *run = NULL;
-    if (PyContextVar_Get(task_var, Py_None, &parent) < 0) return NULL;
+    PyObject *parent = NULL, *run = NULL, *result = NULL, *task = NULL, *token = NULL, *flag;
+    /* Any failure of taskscope's own before the call is reported (logged once) and the call
+     * goes on unrecorded: the caller never sees it. */
+    if (PyContextVar_Get(task_var, Py_None, &parent) < 0) goto bookkeeping_failed;
     if (parent == Py_None) {
-        if (PyContextVar_Get(run_var, Py_None, &run) < 0) {
-            Py_DECREF(parent);
-            return NULL;
-        }
+        if (PyContextVar_Get(run_var, Py_None, &run) < 0) goto bookkeeping_failed;
         if (run == Py_None) {  /* outside any run: a run of its own, or a pass-through */
             Py_DECREF(parent);
             Py_DECREF(run);
@@ -784,20 +783,18 @@ taskcall_vectorcall(PyObject *op_self, PyObject *const *argv, size_t nargsf, PyO
                                    : PyObject_GetAttr(parent, s_run);
         if (run == NULL) {
             if (!PyErr_Occurred()) PyErr_SetString(PyExc_AttributeError, "task has no run");
-            Py_DECREF(parent);
-            return NULL;
+            goto bookkeeping_failed;
         }
     }
-    PyObject *result = NULL;
     int recording = 1;  /* a Run records; its subclasses (NoopRun) say so themselves */
-    PyObject *flag;
     if ((PyTypeObject *)Py_TYPE(run) != run_layout.type) {
         flag = PyObject_GetAttr(run, s_recording);
         recording = flag == NULL ? -1 : PyObject_IsTrue(flag);
         Py_XDECREF(flag);
     }
-    if (recording <= 0) {
-        if (recording == 0) result = call_wrapped(wrapped, args, kwargs);
+    if (recording < 0) goto bookkeeping_failed;
+    if (recording == 0) {
+        result = call_wrapped(wrapped, args, kwargs);
         goto done;
     }
     int known;
@@ -806,20 +803,15 @@ taskcall_vectorcall(PyObject *op_self, PyObject *const *argv, size_t nargsf, PyO
     int live = flag == NULL ? -1 : PyObject_IsTrue(flag);
     if (flag == NULL && !PyErr_Occurred()) live = 0;
     Py_XDECREF(flag);
-    if (live != 0) {  /* a live exporter (OpenTelemetry) needs the frame-based path */
-        if (live > 0) result = PyObject_Vectorcall(self->generic, argv, 4, NULL);
+    if (live < 0) goto bookkeeping_failed;
+    if (live > 0) {  /* a live exporter (OpenTelemetry) needs the frame-based path */
+        result = PyObject_Vectorcall(self->generic, argv, 4, NULL);
         goto done;
     }
-    PyObject *task = open_task(self, run, parent, instance, args, kwargs);
-    if (task == NULL) {
-        if (report_internal(s_task_start_kind) == 0) result = call_wrapped(wrapped, args, kwargs);
-        goto done;
-    }
-    PyObject *token = PyContextVar_Set(task_var, task);
-    if (token == NULL) {
-        Py_DECREF(task);
-        goto done;
-    }
+    task = open_task(self, run, parent, instance, args, kwargs);
+    if (task == NULL) goto bookkeeping_failed;
+    token = PyContextVar_Set(task_var, task);
+    if (token == NULL) goto bookkeeping_failed;
     result = call_wrapped(wrapped, args, kwargs);
     if (result == NULL) {
         PyObject *type, *value, *traceback;
@@ -833,11 +825,14 @@ taskcall_vectorcall(PyObject *op_self, PyObject *const *argv, size_t nargsf, PyO
             if (report_internal(s_end_kind) < 0) Py_CLEAR(result);
         }
     }
-    Py_DECREF(token);
-    Py_DECREF(task);
+    goto done;
+bookkeeping_failed:
+    if (report_internal(s_task_start_kind) == 0) result = call_wrapped(wrapped, args, kwargs);
 done:
-    Py_DECREF(parent);
-    Py_DECREF(run);
+    Py_XDECREF(token);
+    Py_XDECREF(task);
+    Py_XDECREF(parent);
+    Py_XDECREF(run);
     return result;
 }
 
