@@ -88,14 +88,7 @@ class Capturer:
                 if speedups is None:
                     out = self._flat_copy(value)
                 else:
-                    limits = self.limits
-                    out = speedups.flat_copy(
-                        value,
-                        self.redactor._cache,
-                        limits.max_items,
-                        limits.max_bytes,
-                        self._max_str,
-                    )
+                    out = speedups.flat_copy(value, *self.flat_limits)
             if out is None:
                 out = self._guarded_walk(value)
         if self.redactor.callback is not None:

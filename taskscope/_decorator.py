@@ -234,15 +234,14 @@ _Opener = _TaskOpener | _RunOpener
 
 def _sync_task_wrapper(spec: _Spec) -> Callable[..., Any]:
     """The hot path: a decorated function called inside a run."""
-    opener = _TaskOpener(spec)
+    generic = _sync_wrapper(_TaskOpener(spec))
+    speedups = _accel.speedups
+    if speedups is not None:
+        return _c_task_wrapper(speedups, spec, generic)
     name = spec.name
     kind = spec.kind
     capture_output = spec.capture_output
     process_output = spec.process_output
-    generic = _sync_wrapper(opener)
-    speedups = _accel.speedups
-    if speedups is not None:
-        return _c_task_wrapper(speedups, spec, generic)
 
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         parent = _get_task()
