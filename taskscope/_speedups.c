@@ -570,6 +570,7 @@ typedef struct {
     int raw_output;          /* capture_output and no process_output */
     PyObject *ok_capturer;   /* the capturer last seen to allow the fast path (spec._capturer) */
     Py_ssize_t ok_limit;     /* and its fast_str_limit */
+    PyObject *unbound;       /* the instance wrapt passes for a direct call: stands for None */
 } TaskCall;
 
 static PyObject *
@@ -767,6 +768,8 @@ taskcall_vectorcall(PyObject *op_self, PyObject *const *argv, size_t nargsf, PyO
         return NULL;
     }
     PyObject *wrapped = argv[0], *instance = argv[1], *args = argv[2], *kwargs = argv[3];
+    if (instance == self->unbound) instance = Py_None;
+    PyObject *call_args[4] = {wrapped, instance, args, kwargs};  /* for the Python fallbacks */
     PyObject *parent = NULL, *run = NULL, *result = NULL, *task = NULL, *token = NULL, *flag;
     /* Any failure of taskscope's own before the call is reported (logged once) and the call
      * goes on unrecorded: the caller never sees it. */
@@ -776,7 +779,7 @@ taskcall_vectorcall(PyObject *op_self, PyObject *const *argv, size_t nargsf, PyO
         if (run == Py_None) {  /* outside any run: a run of its own, or a pass-through */
             Py_DECREF(parent);
             Py_DECREF(run);
-            return PyObject_Vectorcall(self->outside, argv, 4, NULL);
+            return PyObject_Vectorcall(self->outside, call_args, 4, NULL);
         }
     } else {
         run = is_task_base(parent) ? Py_XNewRef(((TaskBase *)parent)->run)
@@ -805,7 +808,7 @@ taskcall_vectorcall(PyObject *op_self, PyObject *const *argv, size_t nargsf, PyO
     Py_XDECREF(flag);
     if (live < 0) goto bookkeeping_failed;
     if (live > 0) {  /* a live exporter (OpenTelemetry) needs the frame-based path */
-        result = PyObject_Vectorcall(self->generic, argv, 4, NULL);
+        result = PyObject_Vectorcall(self->generic, call_args, 4, NULL);
         goto done;
     }
     task = open_task(self, run, parent, instance, args, kwargs);
@@ -841,13 +844,14 @@ taskcall_init(TaskCall *self, PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {"spec", "name", "kind", "names", "metadata", "outside", "generic",
                                "capture_slow", "finish_slow", "capture_input", "raw_output",
-                               NULL};
+                               "unbound", NULL};
     PyObject *spec, *name, *kind, *names, *metadata, *outside, *generic, *capture_slow,
-        *finish_slow;
+        *finish_slow, *unbound;
     int capture, raw_output;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OUUO!OOOOOpp", keywords, &spec, &name, &kind,
-                                     &PyTuple_Type, &names, &metadata, &outside, &generic,
-                                     &capture_slow, &finish_slow, &capture, &raw_output))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OUUO!OOOOOppO", keywords, &spec, &name,
+                                     &kind, &PyTuple_Type, &names, &metadata, &outside, &generic,
+                                     &capture_slow, &finish_slow, &capture, &raw_output,
+                                     &unbound))
         return -1;
     if (metadata != Py_None && !PyDict_Check(metadata)) {
         PyErr_SetString(PyExc_TypeError, "metadata must be a dict or None");
@@ -863,6 +867,7 @@ taskcall_init(TaskCall *self, PyObject *args, PyObject *kwargs)
     KEEP(generic);
     KEEP(capture_slow);
     KEEP(finish_slow);
+    KEEP(unbound);
 #undef KEEP
     self->capture_input = capture;
     self->raw_output = raw_output;
@@ -883,6 +888,7 @@ taskcall_traverse(TaskCall *self, visitproc visit, void *arg)
     Py_VISIT(self->capture_slow);
     Py_VISIT(self->finish_slow);
     Py_VISIT(self->ok_capturer);
+    Py_VISIT(self->unbound);
     return 0;
 }
 
@@ -899,6 +905,7 @@ taskcall_clear(TaskCall *self)
     Py_CLEAR(self->capture_slow);
     Py_CLEAR(self->finish_slow);
     Py_CLEAR(self->ok_capturer);
+    Py_CLEAR(self->unbound);
     return 0;
 }
 

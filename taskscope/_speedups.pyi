@@ -37,6 +37,7 @@ class TaskCall:
         finish_slow: Callable[[Any, Any], None],
         capture_input: bool,
         raw_output: bool,
+        unbound: object,
     ) -> None: ...
     def __call__(
         self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], /

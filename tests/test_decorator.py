@@ -469,3 +469,32 @@ def test_decorating_a_non_callable_is_a_clear_error() -> None:
     """Applying @task to something that cannot be called says so."""
     with pytest.raises(TypeError, match="decorates callables"):
         taskscope.task("x")(42)  # type: ignore[type-var]
+
+
+@taskscope.task("adopted")
+def adopted(self: Any, x: int) -> tuple[Any, int]:
+    return self, x * 2
+
+
+class Adopter:
+    """A class that takes a decorated module-level function as a method after the fact."""
+
+    method = adopted
+
+
+def test_a_decorated_plain_function_binds_like_the_function_would(
+    taskscope_capture: Capture,
+) -> None:
+    # Called directly it gets its arguments as given; taken by a class it becomes a method:
+    # through an instance, self is bound and dropped from the input; through the class, self
+    # is the first argument, as with the undecorated function.
+    owner = Adopter()
+    assert adopted("direct", 1) == ("direct", 2)
+    assert owner.method(2) == (owner, 4)
+    assert Adopter.method(owner, 3) == (owner, 6)
+    assert adopted.__wrapped__.__name__ == "adopted"
+    assert list(inspect.signature(adopted).parameters) == ["self", "x"]
+    inputs = [task.input for task in taskscope_capture.tasks if task.name == "adopted"]
+    assert inputs[0] == {"self": "direct", "x": 1}
+    assert inputs[1] == {"x": 2}
+    assert inputs[2] == {"x": 3}
