@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute, Route
 from .. import _agentos_api as api
 from .. import _store
 from .._model import ErrorInfo
+from . import _ingest_store
 
 
 class ApiError(Exception):
@@ -119,7 +120,7 @@ def _run_id(body: dict[str, Any]) -> str:
     return run_id
 
 
-def _event(raw: Any, index: int) -> _store.IngestEvent:
+def _event(raw: Any, index: int) -> _ingest_store.IngestEvent:
     where = f"events[{index}]."
     if not isinstance(raw, dict):
         raise _invalid(f"events[{index}] must be a JSON object.")
@@ -131,12 +132,14 @@ def _event(raw: Any, index: int) -> _store.IngestEvent:
     span_id = _text(raw, "span_id", where)
     if span_id is None:
         assert kind is not None
-        return _store.IngestEvent(kind, level, payload if payload is not None else {}, occurred)
+        return _ingest_store.IngestEvent(
+            kind, level, payload if payload is not None else {}, occurred
+        )
     duration = raw.get("duration_ms")
     if isinstance(duration, bool) or not isinstance(duration, (int, float)) or duration < 0:
         raise _invalid(f"{where}duration_ms is required for a span: a number of milliseconds >= 0.")
     assert kind is not None
-    return _store.IngestEvent(
+    return _ingest_store.IngestEvent(
         kind,
         level,
         payload if payload is not None else {},
@@ -216,10 +219,10 @@ class _Ingest:
         with self._lock:
             if self._connection is None:
                 self._connection = _store.connect(self.db_path, create=True)
-                _store.ensure_ingest_indexes(self._connection)
+                _ingest_store.ensure_ingest_indexes(self._connection)
             try:
                 return action(self._connection)
-            except _store.UnknownRun as unknown:
+            except _ingest_store.UnknownRun as unknown:
                 raise ApiError(
                     404,
                     "NOT_FOUND",
@@ -268,7 +271,7 @@ def _routes(ingest: _Ingest) -> list[BaseRoute]:
         parent = _text(body, "parent_run_id")
         assert agent_id is not None
         run_id, _ = ingest.store(
-            lambda db: _store.ingest_start_run(
+            lambda db: _ingest_store.ingest_start_run(
                 db,
                 agent_id=agent_id,
                 trigger_type=trigger,
@@ -291,7 +294,9 @@ def _routes(ingest: _Ingest) -> list[BaseRoute]:
                 "batches in several calls."
             )
         batch = [_event(item, index) for index, item in enumerate(raw)]
-        accepted = ingest.store(lambda db: _store.ingest_events(db, run_id, batch, _new_ids()))
+        accepted = ingest.store(
+            lambda db: _ingest_store.ingest_events(db, run_id, batch, _new_ids())
+        )
         return {"accepted": accepted}
 
     def tasks(body: dict[str, Any]) -> dict[str, Any]:
@@ -314,7 +319,9 @@ def _routes(ingest: _Ingest) -> list[BaseRoute]:
         message = _text(task, "error_message", "task.")
         if message is not None:
             clean["error_message"] = api.clip(message, api.MAX_ERROR_MESSAGE)
-        status = ingest.store(lambda db: _store.ingest_task(db, run_id, clean, time.time_ns()))
+        status = ingest.store(
+            lambda db: _ingest_store.ingest_task(db, run_id, clean, time.time_ns())
+        )
         return {"task_id": clean["id"], "status": status}
 
     def end(status: str) -> _Handler:
@@ -343,7 +350,7 @@ def _routes(ingest: _Ingest) -> list[BaseRoute]:
                     raise _invalid(f"reason is over the limit of {api.MAX_REASON} characters.")
                 error = ErrorInfo(reason, "cancelled") if reason else None
             final = ingest.store(
-                lambda db: _store.ingest_end_run(
+                lambda db: _ingest_store.ingest_end_run(
                     db,
                     run_id,
                     status,
