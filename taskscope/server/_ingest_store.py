@@ -1,29 +1,67 @@
-"""The ingest API's writes into the local store (moved from ``taskscope._store``).
+"""The ingest API's writes into the local store: runs, tasks, spans and events from clients.
 
-The server owns these queries: the library's writer (``_store``) never ingests, so keeping them
-here lets each side change without the other.
+The server assigns run ids and sequence numbers: a run's stream is the order in which its
+requests arrived, as AgentOS's own timeline is. Task ids come from the client; a task id
+already used by another run is stored as ``RUN_ID:TASK_ID`` so runs cannot overwrite each
+other's tasks.
+
+Sequence numbers come from a counter row per run (table ``ingest_seq``), read and moved on
+inside the request's own ``BEGIN IMMEDIATE`` transaction: O(1) per record however big the run
+is, and exact with several server processes on one file, since the write lock orders them.
+The table belongs to the server; the library's writer and readers never look at it.
+
+Parent links sent by clients are checked before they are stored: a link that would close a
+cycle (A under B under A) is dropped and kept as ``metadata.parent_cycle`` instead, so every
+task stays reachable from its run in the UI and the CLI.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .._model import ErrorInfo
-from .._store import _INSERT_EVENT, _RUN_COLUMNS, _TASK_COLUMNS, _error_json, _json, _retry_busy
+from .._store import _error_json, _json, _retry_busy
 
 _T = TypeVar("_T")
 
+CYCLE_KEY = "parent_cycle"
 
-# -- the AgentOS ingest API (``taskscope ui``) ---------------------------------------------------
-#
-# The server assigns run ids and sequence numbers: a run's stream is the order in which its
-# requests arrived, as AgentOS's own timeline is. Task ids come from the client; a task id
-# already used by another run is stored as ``RUN_ID:TASK_ID`` so runs cannot overwrite each
-# other's tasks.
+_INSERT_RUN = (
+    "INSERT INTO runs (id, name, status, input, output, error, started_at, ended_at, metadata, "
+    "tags, external_run_id, parent_run_id, usage, seq, end_seq) VALUES "
+    "(:id, :name, 'running', :input, NULL, NULL, :now, NULL, :metadata, '[]', :external, "
+    ":parent, '{}', 0, NULL)"
+)
+_INSERT_TASK = (
+    "INSERT INTO tasks (id, run_id, parent_id, name, status, input, output, error, started_at, "
+    "ended_at, metadata, kind, seq, end_seq) VALUES (:id, :run_id, :parent_id, :name, :status, "
+    ":input, :output, :error, :started_at, :ended_at, :metadata, :kind, :seq, :end_seq)"
+)
+_INSERT_EVENT = (
+    "INSERT OR IGNORE INTO events (id, run_id, task_id, type, level, payload, occurred_at, seq) "
+    "VALUES (:id, :run_id, NULL, :type, :level, :payload, :occurred_at, :seq)"
+)
+# Where a run's stream got to, for a run this table has no counter for yet (one started by an
+# older taskscope ui): read once, then the counter takes over.
+_LAST_SEQ = (
+    "SELECT max(m) FROM ("
+    " SELECT max(seq) AS m FROM events WHERE run_id = :run_id"
+    " UNION ALL SELECT max(coalesce(end_seq, seq)) FROM tasks WHERE run_id = :run_id"
+    " UNION ALL SELECT coalesce(end_seq, seq) FROM runs WHERE id = :run_id)"
+)
+# The parent's chain of ancestors; UNION (not UNION ALL) ends the walk on a cycle already stored.
+_ANCESTOR_IS = (
+    "WITH RECURSIVE up(id) AS ("
+    " SELECT :parent_id"
+    " UNION SELECT tasks.parent_id FROM tasks JOIN up ON tasks.id = up.id"
+    " WHERE tasks.parent_id IS NOT NULL)"
+    " SELECT 1 FROM up WHERE id = :task_id LIMIT 1"
+)
 
 
 class UnknownRun(LookupError):
@@ -31,12 +69,16 @@ class UnknownRun(LookupError):
 
 
 def ensure_ingest_indexes(connection: sqlite3.Connection) -> None:
-    """The index behind run-start deduplication; harmless to readers that do not use it."""
-    _retry_busy(
-        lambda: connection.execute(
-            "CREATE INDEX IF NOT EXISTS runs_by_external ON runs (external_run_id)"
+    """The run-start deduplication index and the sequence counters; harmless to readers."""
+
+    def create() -> None:
+        connection.execute("CREATE INDEX IF NOT EXISTS runs_by_external ON runs (external_run_id)")
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS ingest_seq "
+            "(run_id TEXT PRIMARY KEY, next_seq INTEGER NOT NULL) WITHOUT ROWID"
         )
-    )
+
+    _retry_busy(create)
 
 
 def _in_transaction(connection: sqlite3.Connection, action: Callable[[], _T]) -> _T:
@@ -54,15 +96,34 @@ def _in_transaction(connection: sqlite3.Connection, action: Callable[[], _T]) ->
     return _retry_busy(transaction)
 
 
-def _next_seq(connection: sqlite3.Connection, run_id: str) -> int:
-    (last,) = connection.execute(
-        "SELECT max(m) FROM ("
-        " SELECT max(seq) AS m FROM events WHERE run_id = ?1"
-        " UNION ALL SELECT max(coalesce(end_seq, seq)) FROM tasks WHERE run_id = ?1"
-        " UNION ALL SELECT coalesce(end_seq, seq) FROM runs WHERE id = ?1)",
-        (run_id,),
-    ).fetchone()
-    return 0 if last is None else int(last) + 1
+class _Sequence:
+    """A run's next sequence numbers within one transaction; ``save()`` stores where it got to."""
+
+    def __init__(self, connection: sqlite3.Connection, run_id: str) -> None:
+        self._connection = connection
+        self._run_id = run_id
+        row = connection.execute(
+            "SELECT next_seq FROM ingest_seq WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        if row is not None:
+            self._next = int(row[0])
+        else:
+            (last,) = connection.execute(_LAST_SEQ, {"run_id": run_id}).fetchone()
+            self._next = 0 if last is None else int(last) + 1
+        self._first = self._next
+
+    def take(self) -> int:
+        taken = self._next
+        self._next += 1
+        return taken
+
+    def save(self) -> None:
+        if self._next != self._first:
+            self._connection.execute(
+                "INSERT INTO ingest_seq (run_id, next_seq) VALUES (?, ?) "
+                "ON CONFLICT (run_id) DO UPDATE SET next_seq = excluded.next_seq",
+                (self._run_id, self._next),
+            )
 
 
 def _require_run(connection: sqlite3.Connection, run_id: str) -> tuple[str, int | None]:
@@ -86,6 +147,14 @@ def _task_row_id(connection: sqlite3.Connection, run_id: str, task_id: str) -> s
     if row is None or row[0] == run_id:
         return task_id
     return f"{run_id}:{task_id}"
+
+
+def _closes_cycle(connection: sqlite3.Connection, task_id: str, parent_id: str) -> bool:
+    """True when ``task_id`` is ``parent_id`` or one of its ancestors."""
+    found = connection.execute(
+        _ANCESTOR_IS, {"parent_id": parent_id, "task_id": task_id}
+    ).fetchone()
+    return found is not None
 
 
 def ingest_start_run(
@@ -114,17 +183,20 @@ def ingest_start_run(
                 return str(row[0]), False
         metadata = {"agent_id": agent_id, "trigger_type": trigger_type, "source": "ingest"}
         connection.execute(
-            f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES "
-            "(?, ?, 'running', ?, NULL, NULL, ?, NULL, ?, '[]', ?, ?, '{}', 0, NULL)",
-            (
-                new_id,
-                agent_id,
-                _json(input),
-                now_ns,
-                _json(metadata),
-                external_run_id,
-                parent_run_id,
-            ),
+            _INSERT_RUN,
+            {
+                "id": new_id,
+                "name": agent_id,
+                "input": _json(input),
+                "now": now_ns,
+                "metadata": _json(metadata),
+                "external": external_run_id,
+                "parent": parent_run_id,
+            },
+        )
+        # The run's start took seq 0.
+        connection.execute(
+            "INSERT OR REPLACE INTO ingest_seq (run_id, next_seq) VALUES (?, 1)", (new_id,)
         )
         return new_id, True
 
@@ -146,14 +218,34 @@ class IngestEvent:
     ended_ns: int | None = None
 
 
-def _ingest_span(connection: sqlite3.Connection, run_id: str, span: IngestEvent, seq: int) -> bool:
-    """Merge a span into its task (same id) or store it as a task; True if it took ``seq``."""
+def _note_cycle(connection: sqlite3.Connection, task_id: str, parent_id: str) -> None:
+    """Record on an existing task the parent link that was refused because it closed a cycle."""
+    (text,) = connection.execute("SELECT metadata FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    try:
+        metadata = json.loads(text) if isinstance(text, str) else {}
+    except (ValueError, RecursionError):
+        metadata = {}
+    if not isinstance(metadata, dict):
+        metadata = {}
+    metadata[CYCLE_KEY] = parent_id
+    connection.execute(
+        "UPDATE tasks SET metadata = ? WHERE id = ?", (_json(metadata) or "{}", task_id)
+    )
+
+
+def _ingest_span(
+    connection: sqlite3.Connection, run_id: str, span: IngestEvent, seq: _Sequence
+) -> None:
+    """Merge a span into its task (same id) or store it as a task taking the next seq."""
     assert span.span_id is not None and span.started_ns is not None
     ended_ns = span.ended_ns if span.ended_ns is not None else span.started_ns
     task_id = _task_row_id(connection, run_id, span.span_id)
     parent_id = None
+    refused_parent: str | None = None
     if span.parent_span_id is not None:
         parent_id = _task_row_id(connection, run_id, span.parent_span_id)
+        if _closes_cycle(connection, task_id, parent_id):
+            parent_id, refused_parent = None, parent_id
     _reach_back(connection, run_id, span.started_ns)
     row = connection.execute("SELECT ended_at FROM tasks WHERE id = ?", (task_id,)).fetchone()
     if row is not None:
@@ -165,32 +257,35 @@ def _ingest_span(connection: sqlite3.Connection, run_id: str, span: IngestEvent,
             "WHERE id = ?",
             (parent_id, span.kind, span.started_ns, ended_ns, task_id),
         )
-        return False
+        if refused_parent is not None:
+            _note_cycle(connection, task_id, refused_parent)
+        return
     failed = span.level == "error"
     payload = span.payload if isinstance(span.payload, dict) else {}
     error = None
     if failed:
         message = payload.get("error")
         error = ErrorInfo(str(message) if message is not None else "span failed")
+    taken = seq.take()
     connection.execute(
-        f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, '{{}}', "
-        "?, ?, ?)",
-        (
-            task_id,
-            run_id,
-            parent_id,
-            span.type,
-            "failed" if failed else "completed",
-            _json(payload) if payload else None,
-            _error_json(error),
-            span.started_ns,
-            ended_ns,
-            span.kind or "span",
-            seq,
-            seq,
-        ),
+        _INSERT_TASK,
+        {
+            "id": task_id,
+            "run_id": run_id,
+            "parent_id": parent_id,
+            "name": span.type,
+            "status": "failed" if failed else "completed",
+            "input": None,
+            "output": _json(payload) if payload else None,
+            "error": _error_json(error),
+            "started_at": span.started_ns,
+            "ended_at": ended_ns,
+            "metadata": _json({CYCLE_KEY: refused_parent}) if refused_parent else "{}",
+            "kind": span.kind or "span",
+            "seq": taken,
+            "end_seq": taken,
+        },
     )
-    return True
 
 
 def ingest_events(
@@ -203,27 +298,25 @@ def ingest_events(
 
     def add() -> int:
         _require_run(connection, run_id)
-        seq = _next_seq(connection, run_id)
+        seq = _Sequence(connection, run_id)
         for event in events:
             if event.span_id is not None:
-                if _ingest_span(connection, run_id, event, seq):
-                    seq += 1
+                _ingest_span(connection, run_id, event, seq)
                 continue
             _reach_back(connection, run_id, event.occurred_ns)
             connection.execute(
                 _INSERT_EVENT,
-                (
-                    next(new_ids),
-                    run_id,
-                    None,
-                    event.type,
-                    event.level,
-                    _json(event.payload),
-                    event.occurred_ns,
-                    seq,
-                ),
+                {
+                    "id": next(new_ids),
+                    "run_id": run_id,
+                    "type": event.type,
+                    "level": event.level,
+                    "payload": _json(event.payload),
+                    "occurred_at": event.occurred_ns,
+                    "seq": seq.take(),
+                },
             )
-            seq += 1
+        seq.save()
         return len(events)
 
     return _in_transaction(connection, add)
@@ -249,43 +342,47 @@ def ingest_task(
         row = connection.execute(
             "SELECT status, ended_at FROM tasks WHERE id = ?", (task_id,)
         ).fetchone()
-        seq = _next_seq(connection, run_id)
+        if row is not None and row[1] is not None:
+            return str(row[0])  # ended is final: a retried or late upsert changes nothing
+        seq = _Sequence(connection, run_id)
         if row is None:
+            taken = seq.take()
             connection.execute(
-                f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES "
-                "(?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, '{}', 'task', ?, ?)",
+                _INSERT_TASK,
+                {
+                    "id": task_id,
+                    "run_id": run_id,
+                    "parent_id": None,
+                    "name": task["name"],
+                    "status": task["status"],
+                    "input": _json(task.get("input")),
+                    "output": _json(task.get("output")),
+                    "error": _error_json(error),
+                    "started_at": now_ns,
+                    "ended_at": now_ns if terminal else None,
+                    "metadata": "{}",
+                    "kind": "task",
+                    "seq": taken,
+                    "end_seq": taken if terminal else None,
+                },
+            )
+        else:
+            connection.execute(
+                "UPDATE tasks SET name = ?, status = ?, input = coalesce(?, input), "
+                "output = coalesce(?, output), error = coalesce(?, error), ended_at = ?, "
+                "end_seq = ? WHERE id = ?",
                 (
-                    task_id,
-                    run_id,
                     task["name"],
                     task["status"],
                     _json(task.get("input")),
                     _json(task.get("output")),
                     _error_json(error),
-                    now_ns,
                     now_ns if terminal else None,
-                    seq,
-                    seq if terminal else None,
+                    seq.take() if terminal else None,
+                    task_id,
                 ),
             )
-            return str(task["status"])
-        if row[1] is not None:
-            return str(row[0])  # ended is final: a retried or late upsert changes nothing
-        connection.execute(
-            "UPDATE tasks SET name = ?, status = ?, input = coalesce(?, input), "
-            "output = coalesce(?, output), error = coalesce(?, error), ended_at = ?, "
-            "end_seq = ? WHERE id = ?",
-            (
-                task["name"],
-                task["status"],
-                _json(task.get("input")),
-                _json(task.get("output")),
-                _error_json(error),
-                now_ns if terminal else None,
-                seq if terminal else None,
-                task_id,
-            ),
-        )
+        seq.save()
         return str(task["status"])
 
     return _in_transaction(connection, upsert)
@@ -307,6 +404,7 @@ def ingest_end_run(
         current, ended_at = _require_run(connection, run_id)
         if ended_at is not None:
             return current
+        seq = _Sequence(connection, run_id)
         connection.execute(
             "UPDATE runs SET status = ?, output = ?, usage = ?, error = ?, ended_at = ?, "
             "end_seq = ? WHERE id = ?",
@@ -316,10 +414,11 @@ def ingest_end_run(
                 _json(usage or {}) or "{}",
                 _error_json(error),
                 now_ns,
-                _next_seq(connection, run_id),
+                seq.take(),
                 run_id,
             ),
         )
+        seq.save()
         return status
 
     return _in_transaction(connection, end)
