@@ -506,14 +506,17 @@ def _leave(entered: list[Any], live: Any) -> None:
     """Undo the latest activation made in this context (a run may be entered in several)."""
     for index in range(len(entered) - 1, -1, -1):
         tokens, live_tokens = entered[index]
-        try:
-            _context.deactivate_run(tokens)
-        except ValueError:  # tokens of another thread's or task's context
+        if not _context.deactivate_here(tokens):  # tokens of another thread's or task's context
             continue
         del entered[index]
         if live_tokens is not None:
             _live.exit(live, live_tokens)
         return
+    if entered:  # entered in one context, left in another (a generator's steps): see _context
+        tokens, live_tokens = entered.pop()
+        _context.deactivate_run(tokens)
+        if live_tokens is not None:
+            _live.exit(live, live_tokens)
 
 
 def _ending(

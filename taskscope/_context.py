@@ -4,12 +4,21 @@ Two variables, one per concern. Entering a run sets both (a run starts with no c
 entering a task sets only the task. Every set is undone with its token in a ``finally``, so
 nesting unwinds on exceptions and each asyncio task and thread sees its own values. Invariant:
 the current task, when there is one, belongs to the current run.
+
+A block that starts in one ``contextvars.Context`` may end in another: a ``with`` block or a
+decorated coroutine inside a generator whose steps run in different contexts (an async
+generator read through ``asyncio.wait_for``, which wraps each ``__anext__`` in a new asyncio
+task before Python 3.12; ``next()`` called through ``Context.run``; a coroutine closed by the
+garbage collector after its event loop closed). ``ContextVar.reset`` raises ``ValueError``
+there, into user code (issue 17). So every undo here goes through ``reset_task`` and
+``deactivate_run``, which reset with the token where it was made and, anywhere else, put the
+previous value back only if our value is the current one there, and never raise.
 """
 
 from __future__ import annotations
 
 from contextvars import ContextVar, Token
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from ._client import Run, Task
@@ -19,24 +28,68 @@ current_task_var: ContextVar[Task | None] = ContextVar("taskscope.current_task",
 
 get_current_run = current_run_var.get
 get_current_task = current_task_var.get
+_set_run = current_run_var.set
+_set_task = current_task_var.set
+_reset_run = current_run_var.reset
+_reset_task = current_task_var.reset
+_MISSING = Token.MISSING
 
 
-def activate_run(run: Run) -> tuple[Token[Any], Token[Any]]:
+class RunTokens(NamedTuple):
+    """What ``activate_run`` changed, for ``deactivate_run`` to undo."""
+
+    run_token: Token[Any]
+    task_token: Token[Any]
+    run: Run
+
+
+def _previous(token: Token[Any]) -> Any:
+    old = token.old_value
+    return None if old is _MISSING else old  # both variables default to None
+
+
+def reset_task(token: Token[Any], task: Any) -> None:
+    """Undo ``current_task_var.set(task)`` (which returned ``token``), in any context."""
+    try:
+        _reset_task(token)
+    except ValueError:  # the token was made in another Context
+        # Here, our task is current only if this context was copied from the one that set it
+        # (an asyncio task created inside the block): put its predecessor back. Any other
+        # value here was never ours to change.
+        if get_current_task() is task:
+            _set_task(_previous(token))
+
+
+def activate_run(run: Run) -> RunTokens:
     """Make ``run`` current with no current task; returns the tokens for ``deactivate_run``."""
-    return current_run_var.set(run), current_task_var.set(None)
+    return RunTokens(_set_run(run), _set_task(None), run)
 
 
-def deactivate_run(tokens: tuple[Token[Any], Token[Any]]) -> None:
-    current_task_var.reset(tokens[1])
-    current_run_var.reset(tokens[0])
+def deactivate_here(tokens: RunTokens) -> bool:
+    """Undo ``activate_run`` if it was made in this context; False (nothing changed) if not."""
+    try:
+        _reset_task(tokens.task_token)
+    except ValueError:
+        return False
+    _reset_run(tokens.run_token)  # set together with the task, so in this same context
+    return True
 
 
-def silence() -> tuple[Token[Any], Token[Any]]:
+def deactivate_run(tokens: RunTokens) -> None:
+    """Undo ``activate_run`` in any context (see the module's docstring), without raising."""
+    if deactivate_here(tokens):
+        return
+    if get_current_run() is tokens.run:
+        _set_task(_previous(tokens.task_token))
+        _set_run(_previous(tokens.run_token))
+
+
+def silence() -> RunTokens:
     """Switch recording off in this context (a no-op run is current) until ``unsilence``."""
     from ._client import NOOP_RUN
 
     return activate_run(NOOP_RUN)
 
 
-def unsilence(tokens: tuple[Token[Any], Token[Any]]) -> None:
+def unsilence(tokens: RunTokens) -> None:
     deactivate_run(tokens)

@@ -23,7 +23,16 @@ from ._config import settings
 from ._convert import TASK_END_RAW, TASK_START
 from ._internal import internal_error, warn_once
 from ._redact import REDACTED
-from ._scope import Frame, FrameBlock, TaskScope, begin_run, begin_task, fail, finish
+from ._scope import (
+    Frame,
+    FrameBlock,
+    TaskScope,
+    begin_run,
+    begin_task,
+    close_unfinished,
+    fail,
+    finish,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -359,6 +368,12 @@ def _coroutine_wrapper(opener: _Opener) -> Callable[..., Any]:
         tokens = frame.activate()
         try:
             result = await coroutine
+        except GeneratorExit:
+            # Closed while pending (its loop closed, or it was garbage-collected), often from
+            # another context than the one it started in: deactivate copes with that.
+            frame.deactivate(tokens)
+            close_unfinished(frame)
+            raise
         except BaseException as exc:
             frame.deactivate(tokens)
             fail(frame, exc)

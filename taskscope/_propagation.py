@@ -167,5 +167,5 @@ def _joined(run_id: str, carrier: Mapping[str, str]) -> Iterator[Run]:
         yield run
     finally:
         if task_token is not None:
-            _context.current_task_var.reset(task_token)
+            _context.reset_task(task_token, remote_parent)
         _context.deactivate_run(tokens)

@@ -15,9 +15,10 @@ from . import _context, _live
 from ._client import NOOP_RUN, NOOP_TASK, Run, Task
 from ._config import default_client, settings
 from ._internal import internal_error, warn_once
+from ._model import ErrorInfo
 
 _set_task = _context.current_task_var.set
-_reset_task = _context.current_task_var.reset
+_reset_task = _context.reset_task
 
 
 class Frame:
@@ -47,7 +48,7 @@ class Frame:
             task = self.task
             _live.exit(task._live if task is not None else self.run._live, live_tokens)
         if task_token is not None:
-            _reset_task(task_token)
+            _reset_task(task_token, self.task)
         if run_tokens is not None:
             _context.deactivate_run(run_tokens)
 
@@ -73,6 +74,31 @@ def fail(frame: Frame, exc: BaseException) -> None:
         task._fail_managed(exc)
     if task is None or frame.owns_run:
         frame.run._end_from_exception(exc)
+
+
+CLOSED_UNFINISHED = (
+    "closed before it finished: its coroutine was closed (GeneratorExit) while pending, "
+    "because its event loop closed or nothing referred to it any more"
+)
+
+
+def close_unfinished(frame: Frame) -> None:
+    """End a frame whose coroutine was closed before it finished: the task as failed, a run
+    opened for it as cancelled, both with error type ``GeneratorExit``.
+
+    Not "completed": it returned nothing. Not the plain failure of an exception either: nothing
+    in the body raised, the coroutine was abandoned (see docs/context.md).
+    """
+    try:
+        error = ErrorInfo(message=CLOSED_UNFINISHED, type="GeneratorExit")
+        task = frame.task
+        if task is not None and task.status == "running":
+            task._end("failed", None, error)
+        run = frame.run
+        if (task is None or frame.owns_run) and run.status == "running" and not run._remote:
+            run._end("cancelled", None, error, None)
+    except Exception:
+        internal_error("close-unfinished")
 
 
 def _auto_run(name: str, captured_input: Any) -> Run | None:

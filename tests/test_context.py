@@ -5,15 +5,22 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
+import gc
 import json
+import logging
 import os
 import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import pytest
+
 import taskscope
+from taskscope.exporters import InMemoryExporter
 from taskscope.testing import Capture
 
 
@@ -186,3 +193,250 @@ def test_attach_without_ids_is_a_no_op(taskscope_capture: Capture) -> None:
 def test_inject_outside_a_run_writes_nothing() -> None:
     """inject() with no current run leaves the carrier as it was."""
     assert taskscope.inject({"x": "1"}) == {"x": "1"}
+
+
+# -- a block that ends in another Context than it began in (issue 17) ---------------------------
+#
+# ``asyncio.wait_for(agen.__anext__(), …)`` runs each step of an async generator in a new asyncio
+# task on Python < 3.12, so each step sees its own copy of the consumer's context; ``next()``
+# through ``Context.run`` does the same to a plain generator. ContextVar.reset raises there.
+
+
+async def _read_with_wait_for(stream: AsyncIterator[int]) -> list[int]:
+    iterator = aiter(stream)
+    items = []
+    while True:
+        try:
+            items.append(await asyncio.wait_for(anext(iterator), timeout=30))
+        except StopAsyncIteration:
+            return items
+
+
+def _read_in_fresh_contexts(stream: Iterator[int]) -> list[int]:
+    items = []
+    while True:
+        try:
+            items.append(contextvars.copy_context().run(next, stream))
+        except StopIteration:
+            return items
+
+
+def _ended(capture: Capture, name: str) -> taskscope.TaskRecord:
+    found = capture.task(name)
+    assert found.end_ns is not None
+    return found
+
+
+def test_with_task_in_an_async_generator_read_with_wait_for(taskscope_capture: Capture) -> None:
+    """`with task()` across yields read through wait_for: items intact, the task completed."""
+
+    async def numbers() -> AsyncIterator[int]:
+        with taskscope.task("stream") as streaming:
+            streaming.output = "streamed"
+            yield 1
+            yield 2
+            yield 3
+
+    with taskscope.run("consumer"):
+        assert asyncio.run(_read_with_wait_for(numbers())) == [1, 2, 3]
+        assert not taskscope.current_task().is_recording()
+    streamed = _ended(taskscope_capture, "stream")
+    assert (streamed.status, streamed.output) == ("completed", "streamed")
+    assert streamed.run_id == taskscope_capture.run("consumer").id
+    assert taskscope_capture.run("consumer").status == "completed"
+
+
+def test_run_task_in_an_async_generator_read_with_wait_for(taskscope_capture: Capture) -> None:
+    """`with run.task()` across yields read through wait_for ends completed, in that run."""
+
+    async def numbers(run: taskscope.Run) -> AsyncIterator[int]:
+        with run.task("stream"):
+            yield 1
+            yield 2
+
+    with taskscope.Client([InMemoryExporter()]) as client:
+        run = client.start_run(name="explicit")
+        assert asyncio.run(_read_with_wait_for(numbers(run))) == [1, 2]
+        run.complete()
+    streamed = _ended(taskscope_capture, "stream")
+    assert streamed.status == "completed"
+    assert streamed.run_id == run.id
+    assert taskscope_capture.run("explicit").status == "completed"
+
+
+def test_async_with_task_in_an_async_generator_read_with_wait_for(
+    taskscope_capture: Capture,
+) -> None:
+    """`async with task()` across yields read through wait_for ends completed."""
+
+    async def numbers() -> AsyncIterator[int]:
+        async with taskscope.task("stream"):
+            yield 1
+            yield 2
+
+    with taskscope.run("consumer"):
+        assert asyncio.run(_read_with_wait_for(numbers())) == [1, 2]
+    assert _ended(taskscope_capture, "stream").status == "completed"
+
+
+def test_with_run_in_an_async_generator_read_with_wait_for(taskscope_capture: Capture) -> None:
+    """`with taskscope.run()` and `with client.start_run()` across yields both end completed."""
+    client = taskscope.Client([InMemoryExporter()])
+
+    async def numbers() -> AsyncIterator[int]:
+        with taskscope.run("block-run"), client.start_run(name="handle-run"):
+            yield 1
+            yield 2
+
+    try:
+        assert asyncio.run(_read_with_wait_for(numbers())) == [1, 2]
+    finally:
+        client.shutdown(timeout=5.0)
+    assert taskscope_capture.run("block-run").status == "completed"
+    assert taskscope_capture.run("handle-run").status == "completed"
+    assert not taskscope.current_run().is_recording()
+
+
+def test_a_failing_with_task_in_an_async_generator_read_with_wait_for(
+    taskscope_capture: Capture,
+) -> None:
+    """The generator's own exception reaches the reader untouched; the task is failed by it."""
+
+    async def numbers() -> AsyncIterator[int]:
+        with taskscope.task("stream"):
+            yield 1
+            raise KeyError("gone")
+
+    with taskscope.run("consumer"), pytest.raises(KeyError, match="gone"):
+        asyncio.run(_read_with_wait_for(numbers()))
+    streamed = _ended(taskscope_capture, "stream")
+    assert streamed.status == "failed"
+    assert streamed.error is not None and streamed.error.type == "KeyError"
+
+
+def test_decorated_async_generator_read_with_wait_for(taskscope_capture: Capture) -> None:
+    """`@task async def gen()` (with a block inside it across a yield) read through wait_for."""
+
+    @taskscope.task("numbers")
+    async def numbers() -> AsyncIterator[int]:
+        yield 1
+        with taskscope.task("inner"):
+            yield 2
+        yield 3
+
+    with taskscope.run("consumer"):
+        assert asyncio.run(_read_with_wait_for(numbers())) == [1, 2, 3]
+    outer = _ended(taskscope_capture, "numbers")
+    assert (outer.status, outer.output) == ("completed", [1, 2, 3])
+    inner = _ended(taskscope_capture, "inner")
+    assert (inner.status, inner.parent_id) == ("completed", outer.id)
+
+
+def test_with_task_in_a_generator_stepped_in_fresh_contexts(taskscope_capture: Capture) -> None:
+    """A plain generator whose next() runs in a new Context each time: its block completes."""
+
+    def numbers() -> Iterator[int]:
+        with taskscope.task("stream"):
+            yield 1
+            yield 2
+
+    with taskscope.run("consumer"):
+        assert _read_in_fresh_contexts(numbers()) == [1, 2]
+        assert not taskscope.current_task().is_recording()
+    assert _ended(taskscope_capture, "stream").status == "completed"
+
+
+def test_decorated_generator_stepped_in_fresh_contexts(taskscope_capture: Capture) -> None:
+    """`@task def gen()` with a block across a yield, next() in a new Context each time."""
+
+    @taskscope.task("numbers")
+    def numbers() -> Iterator[int]:
+        yield 1
+        with taskscope.task("inner"):
+            yield 2
+
+    with taskscope.run("consumer"):
+        assert _read_in_fresh_contexts(numbers()) == [1, 2]
+    outer = _ended(taskscope_capture, "numbers")
+    assert (outer.status, outer.output) == ("completed", [1, 2])
+    assert _ended(taskscope_capture, "inner").status == "completed"
+
+
+def test_a_context_copied_inside_a_block_loses_the_task_when_the_block_ends_there(
+    taskscope_capture: Capture,
+) -> None:
+    """Ended in a context copied from inside it, the block's task stops being current there."""
+
+    def numbers() -> Iterator[int]:
+        with taskscope.task("stream"):
+            yield 1
+        yield 2
+
+    with taskscope.task("outer") as outer:
+        stream = numbers()
+        assert next(stream) == 1  # the block's task is now current here
+        copied = contextvars.copy_context()
+        assert copied.run(taskscope.current_task).name == "stream"
+        assert copied.run(next, stream) == 2  # the block ends in the copy
+        assert copied.run(taskscope.current_task) is outer
+    assert _ended(taskscope_capture, "stream").status == "completed"
+
+
+def test_a_pending_decorated_coroutine_at_loop_close_ends_quietly(
+    taskscope_capture: Capture, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A started coroutine left pending when its loop closes: no "Exception ignored", and its
+    task ends failed and its own run cancelled, both saying it was closed unfinished."""
+    unraisable: list[str] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda hook: unraisable.append(repr(hook)))
+
+    @taskscope.task("waits-forever")
+    async def waits_forever() -> None:
+        await asyncio.Event().wait()
+
+    async def main() -> None:
+        pending = asyncio.ensure_future(waits_forever())
+        await asyncio.sleep(0)
+        assert not pending.done()
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(main())
+    loop.close()
+    del loop
+    with caplog.at_level(logging.CRITICAL, logger="asyncio"):  # "Task was destroyed …"
+        gc.collect()
+    assert unraisable == []
+    waited = _ended(taskscope_capture, "waits-forever")
+    assert waited.status == "failed"
+    assert waited.error is not None
+    assert waited.error.type == "GeneratorExit"
+    assert waited.error.message.startswith("closed before it finished")
+    own_run = taskscope_capture.run("waits-forever")
+    assert own_run.status == "cancelled"
+    assert own_run.error is not None and own_run.error.type == "GeneratorExit"
+
+
+def test_opentelemetry_spans_end_quietly_when_a_block_ends_in_another_context(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With the OpenTelemetry exporter, the wait_for shape ends its span and logs nothing."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from taskscope.exporters import OTelExporter
+
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+
+    async def numbers() -> AsyncIterator[int]:
+        with taskscope.task("stream"):
+            yield 1
+            yield 2
+
+    with taskscope.Client([OTelExporter(provider)]) as client, client.start_run(name="traced"):
+        assert asyncio.run(_read_with_wait_for(numbers())) == [1, 2]
+    provider.shutdown()
+    assert sorted(span.name for span in spans.get_finished_spans()) == ["stream", "traced"]
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("opentelemetry")] == []

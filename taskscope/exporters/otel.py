@@ -13,6 +13,8 @@ Phoenix and Langfuse render, and the GenAI semantic conventions for token usage.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import traceback
 from collections.abc import Mapping, Sequence
@@ -95,8 +97,16 @@ class OTelExporter:
         return otel_context.attach(trace.set_span_in_context(state.span))
 
     def live_exit(self, state: _SpanState | None, token: Any) -> None:
-        if token is not None:
-            otel_context.detach(token)
+        if token is None:
+            return
+        if isinstance(token, contextvars.Token):
+            # Left in another Context than the one it was entered in (a generator resumed
+            # elsewhere, issue 17): that context never had the span made current, so there is
+            # nothing to undo, and detach() would log "Failed to detach context".
+            with contextlib.suppress(ValueError):
+                token.var.reset(token)
+            return
+        otel_context.detach(token)
 
     def live_event(self, state: _SpanState | None, event: LiveEvent) -> None:
         """A span event named by the event's type, its payload as flat attributes."""
