@@ -28,6 +28,10 @@ from .. import _agentos_api as api
 from .. import _store
 from .._model import ErrorInfo
 from . import _ingest_store
+from ._safe import UnsafeJSON, loads_request
+
+EARLIEST_NS = 0
+LATEST_NS = 2**63 - 1
 
 
 class ApiError(Exception):
@@ -107,11 +111,19 @@ def _moment(fields: dict[str, Any], name: str, where: str) -> int:
     if not isinstance(value, str):
         raise _invalid(f"{where}{name} is required: an ISO-8601 time such as 2025-01-31T12:00:00Z.")
     try:
-        return api.parse_iso(value)
-    except ValueError:
+        moment = api.parse_iso(value)
+    except (ValueError, OverflowError):
         raise _invalid(
             f"{where}{name} {value[:40]!r} is not an ISO-8601 time such as 2025-01-31T12:00:00Z."
         ) from None
+    if not EARLIEST_NS <= moment <= LATEST_NS:
+        # The store keeps nanoseconds in SQLite's 64-bit integers: 1970 to 2262 fits, year 1
+        # or 9999 does not (and is a client's clock or parsing gone wrong, not a real time).
+        raise _invalid(
+            f"{where}{name} {value[:40]!r} is outside the times taskscope stores "
+            "(1970-01-01T00:00:00Z to 2262-04-11T23:47:16Z); send the real time of the event."
+        )
+    return moment
 
 
 def _run_id(body: dict[str, Any]) -> str:
@@ -200,9 +212,9 @@ class _Ingest:
         except ClientDisconnect:
             raise _invalid("The client went away before sending the whole body.") from None
         try:
-            document = json.loads(b"".join(chunks))
-        except (ValueError, UnicodeDecodeError) as problem:
-            raise _invalid(f"The body is not valid JSON ({problem}).") from None
+            document = loads_request(b"".join(chunks))
+        except UnsafeJSON as problem:
+            raise _invalid(str(problem)) from None
         if not isinstance(document, dict):
             raise _invalid("The body must be a JSON object.")
         return document

@@ -17,7 +17,6 @@ import ipaddress
 import sqlite3
 from collections.abc import Awaitable, Callable
 from contextlib import closing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -33,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import _store
 from .._errors import ConfigurationError
 from .._model import EventRecord, RunRecord, TaskRecord, record_to_dict
+from ._reading import RunDetail, RunFilter, RunRow, lenient, list_runs, load_run
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
@@ -88,51 +88,6 @@ def is_loopback(host: str) -> bool:
 # -- reading the store ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class RunQuery:
-    """What the run list asks for: filters, then one page of the newest-first list."""
-
-    status: str | None = None
-    name: str | None = None
-    run_id: str | None = None
-    limit: int = DEFAULT_PAGE_SIZE
-    offset: int = 0
-
-
-def _like(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
-def query_runs(
-    connection: sqlite3.Connection, query: RunQuery
-) -> tuple[list[_store.RunSummary], int]:
-    """One page of runs matching ``query``, newest first, and how many match in all."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    if query.status:
-        clauses.append("status = ?")
-        params.append(query.status)
-    if query.name:
-        clauses.append("name LIKE ? ESCAPE '\\'")
-        params.append(_like(query.name))
-    if query.run_id:
-        # A part of the id is enough: people paste the start or the end of one.
-        clauses.append("(instr(id, ?) > 0 OR instr(coalesce(external_run_id, ''), ?) > 0)")
-        params.extend([query.run_id, query.run_id])
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    (total,) = connection.execute(f"SELECT count(*) FROM runs {where}", params).fetchone()
-    rows = connection.execute(
-        f"SELECT {_store._RUN_COLUMNS}, "
-        "(SELECT count(*) FROM tasks WHERE tasks.run_id = runs.id), "
-        "(SELECT count(*) FROM tasks WHERE tasks.run_id = runs.id AND tasks.status = 'failed') "
-        f"FROM runs {where} ORDER BY started_at DESC, seq DESC, id DESC LIMIT ? OFFSET ?",
-        [*params, query.limit, query.offset],
-    ).fetchall()
-    summaries = [_store.RunSummary(_store._run_from_row(row), row[15], row[16]) for row in rows]
-    return summaries, int(total)
-
-
 def _axis_end(run: RunRecord, tasks: list[TaskRecord], events: list[EventRecord]) -> int:
     # As the terminal timeline: a running run's axis ends at the latest thing seen so far.
     if run.end_ns is not None:
@@ -156,7 +111,7 @@ def run_json(run: RunRecord, tasks: int | None = None, failed: int | None = None
     return document
 
 
-def run_document(stored: _store.StoredRun) -> dict[str, Any]:
+def run_document(stored: RunDetail) -> dict[str, Any]:
     """The run detail API's data: the run, its tasks and events, times relative to the run."""
     run = stored.run
     axis_end = _axis_end(run, stored.tasks, stored.events)
@@ -185,16 +140,16 @@ class StoreReader:
     def _open(self) -> sqlite3.Connection | None:
         if not self.path.is_file():
             return None  # no run recorded yet: an empty list, not an error
-        return _store.connect(self.path, create=False)
+        return lenient(_store.connect(self.path, create=False))
 
-    def runs(self, query: RunQuery) -> dict[str, Any]:
+    def runs(self, query: RunFilter) -> dict[str, Any]:
         connection = self._open()
         if connection is None:
-            summaries: list[_store.RunSummary] = []
+            summaries: list[RunRow] = []
             total = 0
         else:
             with closing(connection):
-                summaries, total = query_runs(connection, query)
+                summaries, total = list_runs(connection, query)
         return {
             "runs": [run_json(row.run, row.tasks, row.failed) for row in summaries],
             "total": total,
@@ -207,7 +162,7 @@ class StoreReader:
         if connection is None:
             return None
         with closing(connection):
-            stored = _store.load_run(connection, run_id)
+            stored = load_run(connection, run_id)
         return None if stored is None else run_document(stored)
 
 
@@ -328,7 +283,7 @@ def page_routes(db_path: Path | str, *, read_key: str | None = None) -> list[Bas
                 code="VALIDATION_ERROR",
                 message=f"status must be one of {', '.join(RUN_STATUSES)}, not {status!r}",
             )
-        query = RunQuery(
+        query = RunFilter(
             status=status,
             name=request.query_params.get("name") or None,
             run_id=(request.query_params.get("q") or "").strip() or None,
