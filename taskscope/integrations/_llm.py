@@ -1,0 +1,495 @@
+"""What the model SDK integrations share: one task per call, streams, usage, the patch switch.
+
+Each SDK module (``_openai``, ``_anthropic``) describes its API calls as ``Operation`` objects:
+how to read an answer, how to assemble one from stream chunks. Everything else is here:
+
+- ``Instrumentation`` patches the SDK's resource classes once and decides per call, with one
+  dictionary lookup, whether this client records. Clients that do not record pay only that.
+- ``record_sync``/``record_async`` open a task of ``kind="llm"`` through the same
+  ``begin_task`` as ``@task`` (so auto-run, ``auto_run=False``, sampling and redaction behave
+  alike), make it current for the SDK call (an OpenTelemetry HTTP span nests under it), and end
+  it with the answer, or fail it with the SDK's own exception, which is re-raised unchanged.
+- ``RecordedStream``/``AsyncRecordedStream`` stand in for the SDK's stream: the task lasts
+  until the stream is exhausted, closed or garbage-collected, and ends exactly once.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+from weakref import WeakKeyDictionary
+
+from .. import _context
+from .._config import settings
+from .._internal import internal_error
+from .._scope import Frame, begin_task, fail, finish
+
+_time_ns = time.time_ns
+_set_task = _context.current_task_var.set
+_reset_task = _context.current_task_var.reset
+
+# Arguments that are about transport, not the request: headers can carry credentials.
+_NOT_INPUT = frozenset({"extra_headers", "extra_query", "extra_body", "timeout"})
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What one ``instrument_*`` call asked to record."""
+
+    capture_input: bool = True
+    capture_output: bool = True
+
+
+@dataclass(slots=True)
+class Answer:
+    """A model's answer, normalised across SDKs: the task's output, metadata and usage."""
+
+    output: Any = None
+    model: str | None = None
+    id: str | None = None
+    usage: dict[str, int] | None = None
+
+
+class Accumulator(Protocol):
+    """Assembles an ``Answer`` from a stream's chunks, in the SDK's own chunk types."""
+
+    first_token_ns: int | None  # when the first chunk with content arrived
+    finished: bool  # the API's last chunk arrived: closing now is not closing early
+
+    def add(self, chunk: Any) -> bool:
+        """Take in a chunk; False keeps it from the caller (a usage chunk they did not ask for)."""
+
+    def answer(self) -> Answer:
+        """What arrived so far."""
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One API call (chat, embeddings…) of one SDK: how to read it."""
+
+    provider: str  # the GenAI ``gen_ai.provider.name``: "openai", "anthropic"
+    operation: str  # the GenAI operation and task-name prefix: "chat", "embeddings"
+    answer: Callable[[Any], Answer]
+    accumulator: Callable[[bool], Accumulator] | None = None  # arg: usage chunk added by us
+    # Returns the arguments to send and whether it asked for a usage chunk on our behalf.
+    prepare_stream: Callable[[dict[str, Any]], tuple[dict[str, Any], bool]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SDKTypes:
+    """Types of the SDK that the wrappers look for, found when the SDK is imported."""
+
+    stream: type
+    async_stream: type
+    omitted: tuple[type, ...]  # the SDK's "argument not given" sentinels
+
+
+class Instrumentation:
+    """One SDK's switch: which clients record, with what options, and the patched methods."""
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        self.everyone: Options | None = None  # the global form
+        self.clients: WeakKeyDictionary[Any, Options] = WeakKeyDictionary()
+        self._patched: list[tuple[type, str, Any]] = []
+        self._lock = threading.Lock()
+
+    def options_for(self, client: Any) -> Options | None:
+        """The options this client records with, or None: leave the call alone."""
+        if self.clients:
+            found = self.clients.get(client)
+            if found is not None:
+                return found
+        return self.everyone
+
+    def patch(self, targets: list[tuple[type, str, Operation, bool]], types: SDKTypes) -> None:
+        """Replace each ``cls.name`` by a recording wrapper (async ones: ``True``), once."""
+        with self._lock:
+            if self._patched:
+                return
+            for cls, name, operation, is_async in targets:
+                original = cls.__dict__[name]
+                wrapper = _wrapper(original, operation, types, self, is_async)
+                setattr(cls, name, wrapper)
+                self._patched.append((cls, name, original))
+
+    def unpatch_if_unused(self) -> None:
+        """Put the SDK's own methods back when no client records any more."""
+        with self._lock:
+            if self.everyone is not None or len(self.clients):
+                return
+            for cls, name, original in reversed(self._patched):
+                setattr(cls, name, original)
+            self._patched.clear()
+
+    @property
+    def is_patched(self) -> bool:
+        return bool(self._patched)
+
+
+def _wrapper(
+    original: Callable[..., Any],
+    operation: Operation,
+    types: SDKTypes,
+    state: Instrumentation,
+    is_async: bool,
+) -> Callable[..., Any]:
+    options_for = state.options_for
+    # Told, not detected: the SDKs' async methods are plain functions returning a coroutine
+    # (an argument-checking decorator sits on them), so inspect cannot tell.
+    if is_async:
+
+        @functools.wraps(original)
+        async def acreate(resource: Any, *args: Any, **kwargs: Any) -> Any:
+            options = options_for(resource._client)
+            if options is None:
+                return await original(resource, *args, **kwargs)
+            return await record_async(original, resource, args, kwargs, operation, types, options)
+
+        return acreate
+
+    @functools.wraps(original)
+    def create(resource: Any, *args: Any, **kwargs: Any) -> Any:
+        options = options_for(resource._client)
+        if options is None:
+            return original(resource, *args, **kwargs)
+        return record_sync(original, resource, args, kwargs, operation, types, options)
+
+    return create
+
+
+# -- one call ---------------------------------------------------------------------------------
+
+
+class Call:
+    """The task of one model call, from the request to the answer (or the error)."""
+
+    __slots__ = ("frame", "operation", "options", "send", "stream", "usage_added")
+
+    def __init__(
+        self,
+        frame: Frame,
+        operation: Operation,
+        options: Options,
+        send: dict[str, Any],
+        stream: bool,
+        usage_added: bool,
+    ) -> None:
+        self.frame = frame
+        self.operation = operation
+        self.options = options
+        self.send = send  # the arguments handed to the SDK
+        self.stream = stream
+        self.usage_added = usage_added
+
+    @staticmethod
+    def begin(
+        operation: Operation, kwargs: dict[str, Any], types: SDKTypes, options: Options
+    ) -> Call | None:
+        """Open the task; None when nothing records (no run and ``auto_run=False``, say)."""
+        try:
+            model = kwargs.get("model")
+            model_name = model if isinstance(model, str) else str(model)
+            stream = kwargs.get("stream") is True
+            send, usage_added = kwargs, False
+            if stream and operation.prepare_stream is not None:
+                send, usage_added = operation.prepare_stream(kwargs)
+            captured = None
+            if options.capture_input:
+                omitted = types.omitted
+                request = {
+                    key: value
+                    for key, value in kwargs.items()
+                    if key not in _NOT_INPUT and not isinstance(value, omitted)
+                }
+                captured = settings.capturer.value(request)
+            metadata: dict[str, Any] = {
+                "provider": operation.provider,
+                "operation": operation.operation,
+                "request_model": model_name,
+            }
+            if stream:
+                metadata["stream"] = True
+            frame = begin_task(f"{operation.operation} {model_name}", captured, metadata, "llm")
+            if frame is None or frame.task is None:
+                return None
+            return Call(frame, operation, options, send, stream, usage_added)
+        except Exception:
+            internal_error("llm-begin")
+            return None
+
+    def complete(
+        self, answer: Answer, *, closed_early: bool = False, first_token_ns: int | None = None
+    ) -> None:
+        """End the task with the answer; its usage is added to the run's, as emit_llm_response."""
+        task = self.frame.task
+        assert task is not None
+        meta = task.metadata
+        if answer.model:
+            meta["response_model"] = answer.model
+        if answer.id:
+            meta["response_id"] = answer.id
+        if first_token_ns is not None:
+            meta["time_to_first_token_ms"] = round((first_token_ns - task.start_ns) / 1e6, 3)
+        output = settings.capturer.value(answer.output) if self.options.capture_output else None
+        if answer.usage:
+            meta["usage"] = dict(answer.usage)
+            # The llm.response event puts the counts into the run's usage and, under this
+            # task, in front of exporters that read events (AgentOS, the OTel span's tally).
+            token = _set_task(task)
+            try:
+                task.run.emit_llm_response(answer.model or "", None, answer.usage)
+            finally:
+                _reset_task(token)
+        finish(self.frame, output, closed_early=closed_early)
+
+    def fail(self, exc: BaseException) -> None:
+        """Fail the task with the SDK's exception, its HTTP status kept in the metadata."""
+        try:
+            task = self.frame.task
+            status = getattr(exc, "status_code", None)
+            if task is not None and isinstance(status, int) and not isinstance(status, bool):
+                task.metadata["status_code"] = status
+            fail(self.frame, exc)
+        except Exception:
+            internal_error("llm-fail")
+
+    def returned(self, result: Any, types: SDKTypes) -> Any:
+        """What the caller gets back: the SDK's result, or a recording stand-in for a stream."""
+        try:
+            accumulator = self.operation.accumulator
+            if accumulator is not None and isinstance(result, types.stream):
+                return RecordedStream(result, self, accumulator(self.usage_added))
+            if accumulator is not None and isinstance(result, types.async_stream):
+                return AsyncRecordedStream(result, self, accumulator(self.usage_added))
+            self.complete(self.operation.answer(result))
+        except Exception:
+            internal_error("llm-answer")
+        return result
+
+
+def record_sync(
+    original: Callable[..., Any],
+    resource: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    operation: Operation,
+    types: SDKTypes,
+    options: Options,
+) -> Any:
+    """Call the SDK method inside a task of its own."""
+    call = Call.begin(operation, kwargs, types, options)
+    if call is None:
+        return original(resource, *args, **kwargs)
+    frame = call.frame
+    tokens = frame.activate()
+    try:
+        result = original(resource, *args, **call.send)
+    except BaseException as exc:
+        frame.deactivate(tokens)
+        call.fail(exc)
+        raise
+    frame.deactivate(tokens)
+    return call.returned(result, types)
+
+
+async def record_async(
+    original: Callable[..., Any],
+    resource: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    operation: Operation,
+    types: SDKTypes,
+    options: Options,
+) -> Any:
+    """``record_sync`` for the async clients."""
+    call = Call.begin(operation, kwargs, types, options)
+    if call is None:
+        return await original(resource, *args, **kwargs)
+    frame = call.frame
+    tokens = frame.activate()
+    try:
+        result = await original(resource, *args, **call.send)
+    except BaseException as exc:
+        frame.deactivate(tokens)
+        call.fail(exc)
+        raise
+    frame.deactivate(tokens)
+    return call.returned(result, types)
+
+
+# -- streams ----------------------------------------------------------------------------------
+
+
+class _StreamBase:
+    """The state both stream stand-ins share; everything else is the SDK stream's own."""
+
+    _done = True  # until __init__ ran: a half-made object has nothing to end
+
+    def __init__(self, stream: Any, call: Call, accumulator: Accumulator) -> None:
+        self._stream = stream
+        self._call = call
+        self._accumulator = accumulator
+        self._done = False
+
+    def __getattr__(self, name: str) -> Any:
+        # ``response``, ``_iterator`` and whatever else the SDK's stream has, unchanged.
+        return getattr(object.__getattribute__(self, "_stream"), name)
+
+    def _take(self, chunk: Any) -> bool:
+        try:
+            return self._accumulator.add(chunk)
+        except Exception:
+            internal_error("llm-chunk")
+            return True
+
+    def _end(self, closed_early: bool) -> None:
+        """End the task once, with what arrived; early only if the API's last chunk did not."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            accumulator = self._accumulator
+            self._call.complete(
+                accumulator.answer(),
+                closed_early=closed_early and not accumulator.finished,
+                first_token_ns=accumulator.first_token_ns,
+            )
+        except Exception:
+            internal_error("llm-stream-end")
+
+    def _fail(self, exc: BaseException) -> None:
+        if not self._done:
+            self._done = True
+            self._call.fail(exc)
+
+    def __del__(self) -> None:
+        # Abandoned without being exhausted or closed: the task ends with what arrived.
+        if not self._done:
+            self._end(closed_early=True)
+
+
+class RecordedStream(_StreamBase):
+    """The SDK's stream, recorded: iterate it, close it or use it in ``with`` as before."""
+
+    def __iter__(self) -> RecordedStream:
+        return self
+
+    def __next__(self) -> Any:
+        stream = self._stream
+        try:
+            while True:
+                chunk = stream.__next__()
+                if self._take(chunk):
+                    return chunk
+        except StopIteration:
+            self._end(closed_early=False)
+            raise
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            self._end(closed_early=True)
+
+    def __enter__(self) -> RecordedStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AsyncRecordedStream(_StreamBase):
+    """The SDK's async stream, recorded."""
+
+    def __aiter__(self) -> AsyncRecordedStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        stream = self._stream
+        try:
+            while True:
+                chunk = await stream.__anext__()
+                if self._take(chunk):
+                    return chunk
+        except StopAsyncIteration:
+            self._end(closed_early=False)
+            raise
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+
+    async def close(self) -> None:
+        try:
+            await self._stream.close()
+        finally:
+            self._end(closed_early=True)
+
+    async def aclose(self) -> None:
+        await self.close()
+
+    async def __aenter__(self) -> AsyncRecordedStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+# -- helpers for the SDK modules --------------------------------------------------------------
+
+
+def assistant_message(
+    content: str | None,
+    tool_calls: list[dict[str, Any]],
+    stop: Any,
+    refusal: str | None = None,
+    thinking: str | None = None,
+) -> dict[str, Any]:
+    """The one output shape of every SDK's answer, so records compare across providers."""
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if thinking:
+        message["thinking"] = thinking
+    if refusal:
+        message["refusal"] = refusal
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    message["stop_reason"] = stop
+    return message
+
+
+def count(value: Any) -> int | None:
+    """A token count from an SDK object's field: an int, or None when absent."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return None
+
+
+def usage_counts(**counts: int | None) -> dict[str, int] | None:
+    """The usage dict with the counts that were reported."""
+    found = {key: value for key, value in counts.items() if value is not None}
+    return found or None
+
+
+def model_text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def check_client(client: Any, classes: tuple[type, ...], function: str, sdk: str) -> None:
+    """A sentence with the fix when ``client`` is not one of the SDK's clients."""
+    if not isinstance(client, classes):
+        names = " or ".join(f"{sdk}.{cls.__name__}" for cls in classes)
+        raise TypeError(
+            f"{function}() takes a {names} client (or no argument, for every client), "
+            f"not {type(client).__name__}."
+        )
+
+
+def as_mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
