@@ -14,6 +14,8 @@ from ._errors import ConfigurationError, StateError, TaskscopeError
 from ._model import ErrorInfo, EventRecord, Record, RunRecord, TaskRecord
 from ._propagation import ThreadPoolExecutor, attach, inject, wrap
 from ._redact import Redactor
+from .integrations._anthropic import instrument_anthropic, uninstrument_anthropic
+from .integrations._openai import instrument_openai, uninstrument_openai
 
 if TYPE_CHECKING:
     from . import exporters as exporters
@@ -58,7 +60,11 @@ __all__ = [
     "emit",
     "flush",
     "inject",
+    "instrument_anthropic",
+    "instrument_openai",
     "run",
     "task",
+    "uninstrument_anthropic",
+    "uninstrument_openai",
     "wrap",
 ]
