@@ -124,7 +124,13 @@ def _cmd_ui(args: argparse.Namespace, out: TextIO) -> None:
             file=sys.stderr,
         )
     try:
-        serve(_db_path(args), host=args.host, port=args.port, out=out)
+        serve(
+            _db_path(args),
+            host=args.host,
+            port=args.port,
+            allowed_hosts=args.allowed_host or (),
+            out=out,
+        )
     except ConfigurationError as problem:
         raise _Problem(str(problem)) from None
     except OSError as problem:
@@ -203,6 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ui.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     ui.add_argument("--port", type=int, default=8765, help="port to listen on (8765; 0: any free)")
+    ui.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME",
+        help="a host name the server also answers to (repeatable; '*' for any; also "
+        "$TASKSCOPE_ALLOWED_HOSTS, comma-separated); others get 421",
+    )
     ui.set_defaults(handler=_cmd_ui)
     return parser
 

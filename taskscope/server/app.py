@@ -7,13 +7,14 @@
 from __future__ import annotations
 
 import contextlib
+import hmac
 import os
 import secrets
 import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -26,10 +27,14 @@ from starlette.types import ASGIApp
 
 from .. import _agentos_api as api
 from .. import _store
+from .._errors import ConfigurationError
+from ._hosts import HostCheck, HostRule
 from .ingest import ApiError, IngestAPI, envelope
 from .pages import SecurityHeaders, is_loopback, page_routes
 
 KEY_VARIABLE = "TASKSCOPE_INGEST_KEY"
+READ_KEY_VARIABLE = "TASKSCOPE_UI_KEY"
+ALLOWED_HOSTS_VARIABLE = "TASKSCOPE_ALLOWED_HOSTS"
 
 
 def ingest_key_from_env() -> tuple[str, bool]:
@@ -38,6 +43,25 @@ def ingest_key_from_env() -> tuple[str, bool]:
     if key:
         return key, False
     return "tsk_" + secrets.token_urlsafe(24), True
+
+
+def read_key_from_env() -> str | None:
+    """``$TASKSCOPE_UI_KEY``: the key for the pages and the read API, or None when unset."""
+    return os.environ.get(READ_KEY_VARIABLE, "").strip() or None
+
+
+def allowed_hosts_from_env() -> list[str]:
+    """``$TASKSCOPE_ALLOWED_HOSTS``, comma-separated host names the server also answers to."""
+    raw = os.environ.get(ALLOWED_HOSTS_VARIABLE, "")
+    return [name.strip() for name in raw.split(",") if name.strip()]
+
+
+def effective_read_key(host: str, ingest_key: str, read_key: str | None) -> str | None:
+    """The key reading needs: the read key if set (on any address); else, beyond loopback, the
+    ingest key (one key for everything, as before there were two); else none."""
+    if read_key:
+        return read_key
+    return None if is_loopback(host) else ingest_key
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -52,19 +76,29 @@ def create_app(
     db_path: Path | str,
     *,
     ingest_key: str,
+    read_key: str | None = None,
     host: str = "127.0.0.1",
+    allowed_hosts: Iterable[str] = (),
     max_body_bytes: int = api.MAX_BODY_BYTES,
 ) -> ASGIApp:
     """The whole server: ingest endpoints (need ``ingest_key``) and the pages over ``db_path``.
 
     The store is opened (created if missing) here, so a file that is not a taskscope store is
-    a ``ConfigurationError`` now rather than a 500 later. Reading the pages needs the key too
-    when ``host`` is not a loopback address.
+    a ``ConfigurationError`` now rather than a 500 later. Reading needs ``read_key`` when it is
+    given, else the ingest key when ``host`` is not a loopback address (``effective_read_key``).
+    Requests must name ``host``, a loopback name or one of ``allowed_hosts`` in their Host
+    header (``_hosts``).
     """
+    if read_key and hmac.compare_digest(read_key.encode(), ingest_key.encode()):
+        raise ConfigurationError(
+            f"{READ_KEY_VARIABLE} and {KEY_VARIABLE} are the same key, so whoever may read "
+            f"could also ingest. Choose two different keys, or set only {KEY_VARIABLE} for "
+            "one key that does both."
+        )
     _store.connect(Path(db_path), create=True).close()
     ingest = IngestAPI(db_path, ingest_key=ingest_key, max_body_bytes=max_body_bytes)
     routes: list[BaseRoute] = [*ingest.routes]
-    routes += page_routes(db_path, read_key=None if is_loopback(host) else ingest_key)
+    routes += page_routes(db_path, read_key=effective_read_key(host, ingest_key, read_key))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -76,7 +110,7 @@ def create_app(
     app = Starlette(
         routes=routes, exception_handlers={HTTPException: _http_error}, lifespan=lifespan
     )
-    return SecurityHeaders(app)
+    return SecurityHeaders(HostCheck(app, HostRule(host, allowed_hosts)))
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -103,14 +137,25 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8765,
     ingest_key: str | None = None,
+    read_key: str | None = None,
+    allowed_hosts: Iterable[str] = (),
     out: TextIO | None = None,
 ) -> None:
-    """Serve until interrupted (Ctrl-C); prints the address, the store and, if made, the key."""
+    """Serve until interrupted (Ctrl-C); prints the address, the store and, if made, the key.
+
+    Keys not given come from ``$TASKSCOPE_INGEST_KEY`` and ``$TASKSCOPE_UI_KEY``;
+    ``$TASKSCOPE_ALLOWED_HOSTS`` adds to ``allowed_hosts``.
+    """
     out = out or sys.stdout
     made = False
     if ingest_key is None:
         ingest_key, made = ingest_key_from_env()
-    app = create_app(db_path, ingest_key=ingest_key, host=host)
+    if read_key is None:
+        read_key = read_key_from_env()
+    hosts = [*allowed_hosts, *allowed_hosts_from_env()]
+    app = create_app(
+        db_path, ingest_key=ingest_key, read_key=read_key, host=host, allowed_hosts=hosts
+    )
     sock = _bind(host, port)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
@@ -119,6 +164,13 @@ def serve(
         out.write(
             f"taskscope ui: ingest key {ingest_key} (made for this run; set {KEY_VARIABLE} "
             "to choose one)\n"
+        )
+    if read_key:
+        out.write(f"taskscope ui: reading needs the read key (${READ_KEY_VARIABLE})\n")
+    elif not is_loopback(host):
+        out.write(
+            f"taskscope ui: reading needs the ingest key (set {READ_KEY_VARIABLE} for a "
+            "separate read key)\n"
         )
     out.flush()
     try:

@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import _store
 from .._errors import ConfigurationError
 from .._model import EventRecord, RunRecord, TaskRecord, record_to_dict
+from ._hosts import HostCheck, HostRule
 from ._reading import RunDetail, RunFilter, RunRow, lenient, list_runs, load_run
 
 HERE = Path(__file__).resolve().parent
@@ -311,8 +312,10 @@ def page_routes(db_path: Path | str, *, read_key: str | None = None) -> list[Bas
 
 
 def pages_app(db_path: Path | str, *, read_key: str | None = None) -> ASGIApp:
-    """The pages alone behind the security headers: for tests, benchmarks and embedding.
+    """The pages alone behind the security headers and the loopback Host check: for tests,
+    benchmarks and embedding.
 
     ``taskscope ui`` adds ``page_routes`` to its own app, beside the ingest routes.
     """
-    return SecurityHeaders(Starlette(routes=page_routes(db_path, read_key=read_key)))
+    app = Starlette(routes=page_routes(db_path, read_key=read_key))
+    return SecurityHeaders(HostCheck(app, HostRule("127.0.0.1")))
