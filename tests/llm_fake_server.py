@@ -95,12 +95,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- writing ------------------------------------------------------------------------------
 
-    def _json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+    def _json(
+        self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(data)))
         self.send_header("x-request-id", "req_fake_1")
+        # One request per connection: no idle pooled sockets outlive a test's event loop.
+        self.send_header("connection", "close")
+        self.close_connection = True
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         self.end_headers()
@@ -205,8 +210,9 @@ def _chat_events(body: dict[str, Any]) -> Iterator[tuple[str | None, dict[str, A
         arguments = json.dumps(TOOL_ARGUMENTS)
         yield None, chunk({"role": "assistant", "content": None})
         first = {"index": 0, "id": "call_1", "type": "function"}
-        yield None, chunk(
-            {"tool_calls": [{**first, "function": {"name": TOOL_NAME, "arguments": ""}}]}
+        yield (
+            None,
+            chunk({"tool_calls": [{**first, "function": {"name": TOOL_NAME, "arguments": ""}}]}),
         )
         for part in (arguments[:6], arguments[6:]):
             yield None, chunk({"tool_calls": [{"index": 0, "function": {"arguments": part}}]})
@@ -373,16 +379,22 @@ def _anthropic_events(body: dict[str, Any]) -> Iterator[tuple[str | None, dict[s
     stop = "end_turn"
     if body.get("tools"):
         tool = {"type": "tool_use", "id": "toolu_1", "name": TOOL_NAME, "input": {}}
-        yield "content_block_start", {"type": "content_block_start", "index": 1, "content_block": tool}
+        yield (
+            "content_block_start",
+            {"type": "content_block_start", "index": 1, "content_block": tool},
+        )
         arguments = json.dumps(TOOL_ARGUMENTS)
         for part in (arguments[:5], arguments[5:]):
             delta = {"type": "input_json_delta", "partial_json": part}
             yield "content_block_delta", {"type": "content_block_delta", "index": 1, "delta": delta}
         yield "content_block_stop", {"type": "content_block_stop", "index": 1}
         stop = "tool_use"
-    yield "message_delta", {
-        "type": "message_delta",
-        "delta": {"stop_reason": stop, "stop_sequence": None},
-        "usage": {"output_tokens": ANTHROPIC_USAGE["output_tokens"]},
-    }
+    yield (
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": stop, "stop_sequence": None},
+            "usage": {"output_tokens": ANTHROPIC_USAGE["output_tokens"]},
+        },
+    )
     yield "message_stop", {"type": "message_stop"}

@@ -196,7 +196,13 @@ class _MessageStream:
             elif entry["type"] == "thinking":
                 thinking.append(joined)
             elif "id" in entry:
-                calls.append({"id": entry["id"], "name": entry["name"], "arguments": _json(joined, entry["input"])})
+                calls.append(
+                    {
+                        "id": entry["id"],
+                        "name": entry["name"],
+                        "arguments": _json(joined, entry["input"]),
+                    }
+                )
         output = assistant_message(
             "".join(text) if text else None, calls, self.stop, thinking="".join(thinking)
         )

@@ -15,6 +15,7 @@ how to read an answer, how to assemble one from stream chunks. Everything else i
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
@@ -398,6 +399,14 @@ class RecordedStream(_StreamBase):
             self._stream.close()
         finally:
             self._end(closed_early=True)
+
+    def __del__(self) -> None:
+        # Abandoned: end the task, and give the connection back as the SDK's close would.
+        if not self._done:
+            self._end(closed_early=True)
+            # If the connection was already gone, nothing of the caller's depends on it.
+            with contextlib.suppress(Exception):
+                self._stream.close()
 
     def __enter__(self) -> RecordedStream:
         return self

@@ -137,7 +137,9 @@ def chat_answer(completion: Any) -> Answer:
         message = choice.message
         calls = [_tool_call(call) for call in message.tool_calls or ()]
         messages.append(
-            assistant_message(message.content, calls, choice.finish_reason, getattr(message, "refusal", None))
+            assistant_message(
+                message.content, calls, choice.finish_reason, getattr(message, "refusal", None)
+            )
         )
     return Answer(
         _one_or_all(messages),

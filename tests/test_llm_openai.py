@@ -1,0 +1,526 @@
+"""instrument_openai: the real openai SDK against tests/llm_fake_server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import taskscope
+from taskscope.exporters import InMemoryExporter
+from taskscope.exporters.otel import OTelExporter
+from taskscope.integrations import _openai
+from taskscope.testing import capture
+from tests.conftest import ended_snapshots
+from tests.llm_fake_server import REPLY, TOOL_ARGUMENTS, TOOL_NAME, FakeLLMServer
+
+MESSAGES = [{"role": "user", "content": "Say hello."}]
+CHAT_USAGE = {"input_tokens": 12, "output_tokens": 7, "cache_read_tokens": 4}
+RESPONSES_USAGE = {"input_tokens": 15, "output_tokens": 8, "cache_read_tokens": 5}
+TOOLS = [{"type": "function", "function": {"name": TOOL_NAME, "parameters": {"type": "object"}}}]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeLLMServer]:
+    with FakeLLMServer() as fake:
+        yield fake
+
+
+@pytest.fixture(autouse=True)
+def _uninstrumented() -> Iterator[None]:
+    yield
+    _openai._STATE.clients.clear()
+    taskscope.uninstrument_openai()
+    assert not _openai._STATE.is_patched
+
+
+def sync_client(server: FakeLLMServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.openai_url, api_key="sk-test", max_retries=0)
+
+
+def async_client(server: FakeLLMServer) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=server.openai_url, api_key="sk-test", max_retries=0)
+
+
+def chat_metadata(model: str, **more: Any) -> dict[str, Any]:
+    return {
+        "provider": "openai",
+        "operation": "chat",
+        "request_model": model,
+        "response_model": f"{model}-2026-01-01",
+        "response_id": "chatcmpl-fake1",
+        "usage": CHAT_USAGE,
+        **more,
+    }
+
+
+def streamed_metadata(task: taskscope.TaskRecord) -> dict[str, Any]:
+    """The metadata without the time to first token, after checking it is a duration."""
+    meta = dict(task.metadata)
+    ttft = meta.pop("time_to_first_token_ms")
+    assert isinstance(ttft, float) and 0 <= ttft <= task.duration_ms  # type: ignore[operator]
+    return meta
+
+
+REPLY_MESSAGE = {"role": "assistant", "content": REPLY, "stop_reason": "stop"}
+
+
+# -- chat completions -------------------------------------------------------------------------
+
+
+def test_sync_chat_call_is_an_llm_task_with_request_answer_and_usage(
+    server: FakeLLMServer,
+) -> None:
+    """A chat completion becomes a task "chat {model}" of the run; its usage adds to the run's."""
+    client = taskscope.instrument_openai(sync_client(server))
+    with capture() as cap, taskscope.run("agent"):
+        reply = client.chat.completions.create(model="gpt-5", messages=MESSAGES, temperature=0)
+    assert reply.choices[0].message.content == REPLY
+    task = cap.task("chat gpt-5")
+    assert (task.kind, task.status, task.error) == ("llm", "completed", None)
+    assert task.input == {"model": "gpt-5", "messages": MESSAGES, "temperature": 0}
+    assert task.output == REPLY_MESSAGE
+    assert task.metadata == chat_metadata("gpt-5")
+    assert task.run_id == cap.run("agent").id
+    assert cap.run("agent").usage == CHAT_USAGE
+    response_events = [e for e in cap.events if e.type == "llm.response"]
+    assert [(e.task_id, e.payload) for e in response_events] == [
+        (task.id, {"model": "gpt-5-2026-01-01", "response": None, **CHAT_USAGE})
+    ]
+
+
+def test_async_chat_call_is_recorded_like_a_sync_one(server: FakeLLMServer) -> None:
+    """AsyncOpenAI: the same task, input, output and usage; two calls add up in the run."""
+    client = taskscope.instrument_openai(async_client(server))
+
+    async def agent() -> None:
+        async with taskscope.run("agent"):
+            await client.chat.completions.create(model="gpt-5", messages=MESSAGES)
+            await client.chat.completions.create(model="gpt-5", messages=MESSAGES)
+
+    with capture() as cap:
+        asyncio.run(agent())
+    tasks = [t for t in cap.tasks if t.name == "chat gpt-5"]
+    assert [(t.status, t.output, t.metadata) for t in tasks] == [
+        ("completed", REPLY_MESSAGE, chat_metadata("gpt-5"))
+    ] * 2
+    assert tasks[0].input == {"model": "gpt-5", "messages": MESSAGES}
+    assert cap.run("agent").usage == {key: 2 * value for key, value in CHAT_USAGE.items()}
+
+
+def test_tool_calls_are_the_output(server: FakeLLMServer) -> None:
+    """A tool call answer: the output lists it (id, name, arguments as sent) and the reason."""
+    client = taskscope.instrument_openai(sync_client(server))
+    with capture() as cap, taskscope.run("agent"):
+        client.chat.completions.create(model="gpt-5", messages=MESSAGES, tools=TOOLS)
+    assert cap.task("chat gpt-5").output == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "call_1", "name": TOOL_NAME, "arguments": json.dumps(TOOL_ARGUMENTS)}
+        ],
+        "stop_reason": "tool_calls",
+    }
+
+
+def test_sync_stream_lasts_until_exhausted_and_asks_for_usage(server: FakeLLMServer) -> None:
+    """A stream: the output is the assembled message, usage comes from the chunk asked for."""
+    client = taskscope.instrument_openai(sync_client(server))
+    with capture() as cap, taskscope.run("agent"):
+        stream = client.chat.completions.create(model="gpt-5", messages=MESSAGES, stream=True)
+        assert [t.status for t in cap.tasks] == ["running"]
+        chunks = list(stream)
+    # The usage-only chunk was asked for by taskscope, so the caller does not see it.
+    assert all(chunk.choices for chunk in chunks)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == REPLY
+    assert server.requests[-1][1]["stream_options"] == {"include_usage": True}
+    task = cap.task("chat gpt-5")
+    assert task.status == "completed"
+    assert task.input == {"model": "gpt-5", "messages": MESSAGES, "stream": True}
+    assert task.output == REPLY_MESSAGE
+    assert streamed_metadata(task) == chat_metadata("gpt-5", stream=True)
+    assert cap.run("agent").usage == CHAT_USAGE
+
+
+def test_async_stream_with_tool_calls_is_assembled(server: FakeLLMServer) -> None:
+    """An async stream of tool-call fragments ends as one tool call with its whole arguments."""
+    client = taskscope.instrument_openai(async_client(server))
+
+    async def agent() -> list[Any]:
+        async with taskscope.run("agent"):
+            stream = await client.chat.completions.create(
+                model="gpt-5", messages=MESSAGES, tools=TOOLS, stream=True
+            )
+            return [chunk async for chunk in stream]
+
+    with capture() as cap:
+        chunks = asyncio.run(agent())
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    task = cap.task("chat gpt-5")
+    assert task.output == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "call_1", "name": TOOL_NAME, "arguments": json.dumps(TOOL_ARGUMENTS)}
+        ],
+        "stop_reason": "tool_calls",
+    }
+    assert streamed_metadata(task) == chat_metadata("gpt-5", stream=True)
+    assert cap.run("agent").usage == CHAT_USAGE
+
+
+def test_the_callers_stream_options_are_left_alone(server: FakeLLMServer) -> None:
+    """stream_options set by the caller are sent as they are: no usage chunk, no usage."""
+    client = taskscope.instrument_openai(sync_client(server))
+    with capture() as cap, taskscope.run("agent"):
+        stream = client.chat.completions.create(
+            model="gpt-5", messages=MESSAGES, stream=True, stream_options={"include_usage": False}
+        )
+        list(stream)
+    assert server.requests[-1][1]["stream_options"] == {"include_usage": False}
+    task = cap.task("chat gpt-5")
+    meta = streamed_metadata(task)
+    assert "usage" not in meta and "closed_early" not in meta
+    assert (task.status, task.output) == ("completed", REPLY_MESSAGE)
+    assert cap.run("agent").usage == {}
+
+
+def test_callers_usage_chunk_reaches_the_caller(server: FakeLLMServer) -> None:
+    """Usage asked for by the caller: they get the usage chunk, and so does the task."""
+    client = taskscope.instrument_openai(sync_client(server))
+    with capture() as cap, taskscope.run("agent"):
+        chunks = list(
+            client.chat.completions.create(
+                model="gpt-5",
+                messages=MESSAGES,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+    assert chunks[-1].choices == [] and chunks[-1].usage.prompt_tokens == 12
+    assert cap.task("chat gpt-5").metadata["usage"] == CHAT_USAGE
+
+
+def test_stream_abandoned_after_three_chunks_ends_once_closed_early(
+    server: FakeLLMServer, memory: InMemoryExporter
+) -> None:
+    """A stream dropped after three chunks ends its task once, closed_early, with what arrived."""
+    client = taskscope.instrument_openai(sync_client(server))
+    with taskscope.run("agent"):
+        stream = client.chat.completions.create(model="gpt-5", messages=MESSAGES, stream=True)
+        for _ in range(3):
+            next(stream)
+        del stream
+        gc.collect()
+    taskscope.flush()
+    [task] = ended_snapshots(memory, "chat gpt-5")
+    assert task.status == "completed"
+    assert task.output == {"role": "assistant", "content": "Hello from", "stop_reason": None}
+    meta = streamed_metadata(task)
+    assert meta.pop("closed_early") is True
+    assert "usage" not in meta
+
+
+def test_stream_closed_early_in_a_with_block(
+    server: FakeLLMServer, memory: InMemoryExporter
+) -> None:
+    """Leaving ``with stream:`` after three chunks closes it: one end, closed_early."""
+    client = taskscope.instrument_openai(sync_client(server))
+    with taskscope.run("agent"):
+        with client.chat.completions.create(
+            model="gpt-5", messages=MESSAGES, stream=True
+        ) as stream:
+            for _ in range(3):
+                next(stream)
+        assert stream.response.is_closed
+        stream.close()  # a second close changes nothing
+    taskscope.flush()
+    [task] = ended_snapshots(memory, "chat gpt-5")
+    assert task.metadata["closed_early"] is True
+    assert task.output["content"] == "Hello from"
+
+
+def test_async_stream_closed_early(server: FakeLLMServer, memory: InMemoryExporter) -> None:
+    """``await stream.close()`` after three chunks: one end, closed_early, what arrived."""
+    client = taskscope.instrument_openai(async_client(server))
+
+    async def agent() -> None:
+        async with taskscope.run("agent"):
+            stream = await client.chat.completions.create(
+                model="gpt-5", messages=MESSAGES, stream=True
+            )
+            for _ in range(3):
+                await stream.__anext__()
+            await stream.close()
+
+    asyncio.run(agent())
+    taskscope.flush()
+    [task] = ended_snapshots(memory, "chat gpt-5")
+    assert (task.status, task.metadata["closed_early"]) == ("completed", True)
+    assert task.output["content"] == "Hello from"
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "error"), [(429, openai.RateLimitError), (500, openai.InternalServerError)]
+)
+def test_api_error_fails_the_task_and_reaches_the_caller_unchanged(
+    server: FakeLLMServer, status: int, error: type[openai.APIStatusError]
+) -> None:
+    """A 429 or 500: the caller gets the SDK's own exception; the task fails with its type."""
+    client = taskscope.instrument_openai(sync_client(server))
+    with capture() as cap, taskscope.run("agent"), pytest.raises(error) as raised:
+        client.chat.completions.create(model=f"error-{status}", messages=MESSAGES)
+    assert type(raised.value) is error and raised.value.status_code == status
+    task = cap.task(f"chat error-{status}")
+    assert task.status == "failed"
+    assert task.error is not None and task.error.type == f"openai.{error.__name__}"
+    assert task.error.message == str(raised.value)
+    assert task.metadata == {
+        "provider": "openai",
+        "operation": "chat",
+        "request_model": f"error-{status}",
+        "status_code": status,
+    }
+    assert cap.run("agent").status == "completed"  # the caller may have handled it
+
+
+def test_async_stream_error_fails_the_task(server: FakeLLMServer) -> None:
+    """An async streaming call answered 429: the SDK's exception, a failed task."""
+    client = taskscope.instrument_openai(async_client(server))
+
+    async def agent() -> None:
+        async with taskscope.run("agent"):
+            await client.chat.completions.create(model="error-429", messages=MESSAGES, stream=True)
+
+    with capture() as cap, pytest.raises(openai.RateLimitError):
+        asyncio.run(agent())
+    task = cap.task("chat error-429")
+    assert (task.status, task.metadata["status_code"]) == ("failed", 429)
+    assert cap.run("agent").status == "failed"
+
+
+# -- the Responses API and embeddings ---------------------------------------------------------
+
+
+RESPONSE_MESSAGE = {"role": "assistant", "content": REPLY, "stop_reason": "completed"}
+
+
+def responses_metadata(**more: Any) -> dict[str, Any]:
+    return {
+        "provider": "openai",
+        "operation": "chat",
+        "request_model": "gpt-5",
+        "response_model": "gpt-5-2026-01-01",
+        "response_id": "resp_fake1",
+        "usage": RESPONSES_USAGE,
+        **more,
+    }
+
+
+def test_responses_api_sync_and_streaming(server: FakeLLMServer) -> None:
+    """responses.create, plain and streamed: the text, the status as stop reason, the usage."""
+    client = taskscope.instrument_openai(sync_client(server))
+    with capture() as cap, taskscope.run("agent"):
+        client.responses.create(model="gpt-5", input="Say hello.")
+        events = list(client.responses.create(model="gpt-5", input="Say hello.", stream=True))
+    assert events[-1].type == "response.completed"
+    plain, streamed = cap.tasks
+    assert (plain.name, plain.input, plain.output) == (
+        "chat gpt-5",
+        {"model": "gpt-5", "input": "Say hello."},
+        RESPONSE_MESSAGE,
+    )
+    assert plain.metadata == responses_metadata()
+    assert streamed.output == RESPONSE_MESSAGE
+    assert streamed_metadata(streamed) == responses_metadata(stream=True)
+    assert "stream_options" not in server.requests[-1][1]
+    assert cap.run("agent").usage == {key: 2 * value for key, value in RESPONSES_USAGE.items()}
+
+
+def test_responses_api_async(server: FakeLLMServer) -> None:
+    """AsyncOpenAI.responses.create is recorded the same way."""
+    client = taskscope.instrument_openai(async_client(server))
+
+    async def agent() -> None:
+        async with taskscope.run("agent"):
+            await client.responses.create(model="gpt-5", input="Say hello.")
+            stream = await client.responses.create(model="gpt-5", input="Say hello.", stream=True)
+            async for _ in stream:
+                pass
+
+    with capture() as cap:
+        asyncio.run(agent())
+    assert [(t.name, t.status, t.output) for t in cap.tasks] == [
+        ("chat gpt-5", "completed", RESPONSE_MESSAGE)
+    ] * 2
+    assert cap.run("agent").usage == {key: 2 * value for key, value in RESPONSES_USAGE.items()}
+
+
+def test_embeddings_record_counts_not_vectors(server: FakeLLMServer) -> None:
+    """embeddings.create: a task "embeddings {model}" whose output is how many vectors, how long."""
+    client = taskscope.instrument_openai(sync_client(server))
+    with capture() as cap, taskscope.run("agent"):
+        client.embeddings.create(model="text-embedding-3-small", input=["a", "b"])
+    task = cap.task("embeddings text-embedding-3-small")
+    assert (task.kind, task.input) == (
+        "llm",
+        {"model": "text-embedding-3-small", "input": ["a", "b"]},
+    )
+    assert task.output == {"embeddings": 2, "dimensions": 4}
+    assert task.metadata == {
+        "provider": "openai",
+        "operation": "embeddings",
+        "request_model": "text-embedding-3-small",
+        "response_model": "text-embedding-3-small-2026-01-01",
+        "usage": {"input_tokens": 3},
+    }
+    assert cap.run("agent").usage == {"input_tokens": 3}
+
+
+# -- which calls record -----------------------------------------------------------------------
+
+
+def test_outside_a_run_a_call_gets_a_run_of_its_own(server: FakeLLMServer) -> None:
+    """Like @task outside a run: an auto-run named after the call, holding the task and usage."""
+    client = taskscope.instrument_openai(sync_client(server))
+    with capture() as cap:
+        client.chat.completions.create(model="gpt-5", messages=MESSAGES)
+    run = cap.run("chat gpt-5")
+    assert (run.status, run.usage) == ("completed", CHAT_USAGE)
+    assert cap.task("chat gpt-5").run_id == run.id
+
+
+def test_outside_a_run_with_auto_run_off_nothing_is_recorded(server: FakeLLMServer) -> None:
+    """auto_run=False: the call works and nothing is recorded, as for @task."""
+    taskscope.configure(auto_run=False)
+    client = taskscope.instrument_openai(sync_client(server))
+    with capture() as cap:
+        reply = client.chat.completions.create(model="gpt-5", messages=MESSAGES)
+    assert reply.choices[0].message.content == REPLY
+    assert (cap.runs, cap.tasks) == ([], [])
+
+
+def test_a_client_form_records_only_that_client(server: FakeLLMServer) -> None:
+    """instrument_openai(client) leaves other clients alone; calling it twice records once."""
+    mine = sync_client(server)
+    assert taskscope.instrument_openai(mine) is mine
+    taskscope.instrument_openai(mine)
+    other = sync_client(server)
+    with capture() as cap, taskscope.run("agent"):
+        mine.chat.completions.create(model="mine", messages=MESSAGES)
+        other.chat.completions.create(model="other", messages=MESSAGES)
+    assert [t.name for t in cap.tasks] == ["chat mine"]
+
+
+def test_the_global_form_records_every_client_until_undone(server: FakeLLMServer) -> None:
+    """instrument_openai() records clients made after it (and before); uninstrument stops it."""
+    before = sync_client(server)
+    assert taskscope.instrument_openai() is None
+    taskscope.instrument_openai()
+    after = async_client(server)
+
+    async def call(model: str) -> None:
+        await after.chat.completions.create(model=model, messages=MESSAGES)
+
+    with capture() as cap, taskscope.run("agent"):
+        before.chat.completions.create(model="before", messages=MESSAGES)
+        asyncio.run(call("after"))
+        taskscope.uninstrument_openai()
+        before.chat.completions.create(model="undone", messages=MESSAGES)
+    assert [t.name for t in cap.tasks] == ["chat before", "chat after"]
+    assert not _openai._STATE.is_patched
+
+
+def test_capture_input_false_leaves_the_prompt_out(server: FakeLLMServer) -> None:
+    """capture_input=False: no request in the record; the model is still in name and metadata."""
+    client = taskscope.instrument_openai(sync_client(server), capture_input=False)
+    with capture() as cap, taskscope.run("agent"):
+        client.chat.completions.create(model="gpt-5", messages=MESSAGES)
+    task = cap.task("chat gpt-5")
+    assert (task.input, task.output) == (None, REPLY_MESSAGE)
+    assert task.metadata["request_model"] == "gpt-5"
+
+
+def test_the_request_is_redacted_and_headers_are_left_out(server: FakeLLMServer) -> None:
+    """Secrets in a prompt are scrubbed like any input; extra_headers never reach the record."""
+    client = taskscope.instrument_openai(sync_client(server))
+    messages = [{"role": "user", "content": "use api_key=sk-live-123 please"}]
+    with capture() as cap, taskscope.run("agent"):
+        client.chat.completions.create(
+            model="gpt-5", messages=messages, extra_headers={"X-Secret": "s3cr3t"}
+        )
+    assert cap.task("chat gpt-5").input == {
+        "model": "gpt-5",
+        "messages": [{"role": "user", "content": "use api_key=[REDACTED] please"}],
+    }
+
+
+def test_instrument_with_something_else_says_what_it_takes() -> None:
+    """A wrong argument: a TypeError naming the client classes."""
+    with pytest.raises(TypeError, match=r"instrument_openai\(\) takes a openai.OpenAI or"):
+        taskscope.instrument_openai(object())
+
+
+def test_the_stream_helper_is_recorded(server: FakeLLMServer) -> None:
+    """chat.completions.stream() goes through create: one task with the assembled answer."""
+    client = taskscope.instrument_openai(sync_client(server))
+    with (
+        capture() as cap,
+        taskscope.run("agent"),
+        client.chat.completions.stream(model="gpt-5", messages=MESSAGES) as stream,
+    ):
+        final = stream.get_final_completion()
+    assert final.choices[0].message.content == REPLY
+    task = cap.task("chat gpt-5")
+    assert (task.status, task.output) == ("completed", REPLY_MESSAGE)
+    assert task.metadata["usage"] == CHAT_USAGE
+
+
+# -- OpenTelemetry ----------------------------------------------------------------------------
+
+
+def test_otel_span_has_genai_and_openinference_attributes(server: FakeLLMServer) -> None:
+    """The OTel exporter: an LLM span with the GenAI and OpenInference model and token names."""
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    taskscope.configure(exporters=[OTelExporter(provider)])
+    client = taskscope.instrument_openai(sync_client(server))
+    with taskscope.run("agent"):
+        client.chat.completions.create(model="gpt-5", messages=MESSAGES)
+    taskscope.flush()
+    [span] = [s for s in spans.get_finished_spans() if s.name == "chat gpt-5"]
+    attributes = dict(span.attributes or {})
+    expected = {
+        "openinference.span.kind": "LLM",
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.system": "openai",
+        "gen_ai.request.model": "gpt-5",
+        "gen_ai.response.model": "gpt-5-2026-01-01",
+        "gen_ai.response.id": "chatcmpl-fake1",
+        "gen_ai.response.finish_reasons": ("stop",),
+        "gen_ai.usage.input_tokens": 12,
+        "gen_ai.usage.output_tokens": 7,
+        "gen_ai.usage.cache_read.input_tokens": 4,
+        "llm.provider": "openai",
+        "llm.system": "openai",
+        "llm.model_name": "gpt-5-2026-01-01",
+        "llm.token_count.prompt": 12,
+        "llm.token_count.completion": 7,
+        "llm.token_count.total": 19,
+        "llm.token_count.prompt_details.cache_read": 4,
+    }
+    assert {key: attributes.get(key) for key in expected} == expected
+    provider.shutdown()
