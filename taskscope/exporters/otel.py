@@ -46,11 +46,12 @@ _SCALARS = (bool, int, float, str)
 class _SpanState:
     """One run's or task's span, and the token usage its ``llm.response`` events add up."""
 
-    __slots__ = ("input_tokens", "is_run", "output_tokens", "span")
+    __slots__ = ("input_tokens", "is_llm", "is_run", "output_tokens", "span")
 
-    def __init__(self, span: Span, is_run: bool) -> None:
+    def __init__(self, span: Span, is_run: bool, is_llm: bool = False) -> None:
         self.span = span
         self.is_run = is_run
+        self.is_llm = is_llm
         self.input_tokens = 0
         self.output_tokens = 0
 
@@ -88,7 +89,8 @@ class OTelExporter:
                 _run_attributes(item) if isinstance(item, Run) else _task_attributes(item)
             )
             _set_value(span, "input", item.input)
-        return _SpanState(span, isinstance(item, Run))
+        is_llm = isinstance(item, Task) and item.kind == "llm"
+        return _SpanState(span, isinstance(item, Run), is_llm)
 
     def live_enter(self, state: _SpanState | None) -> object:
         """Make the span current for the body, so spans started in it become its children."""
@@ -176,13 +178,70 @@ def _run_attributes(run: Run) -> dict[str, Any]:
 
 def _task_attributes(task: Task) -> dict[str, Any]:
     kind = task.kind.upper()
-    return {
+    attributes: dict[str, Any] = {
         "taskscope.run.id": task.run.id,
         "taskscope.run.name": task.run.name,
         "taskscope.task.id": task.id,
         "taskscope.task.kind": task.kind,
         SPAN_KIND_KEY: kind if kind in SPAN_KINDS else "CHAIN",
     }
+    if task.kind == "llm":
+        attributes.update(_llm_request_attributes(task.metadata))
+    return attributes
+
+
+def _llm_request_attributes(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """A model call's GenAI and OpenInference names (the SDK integrations set this metadata)."""
+    out: dict[str, Any] = {}
+    operation, provider = meta.get("operation"), meta.get("provider")
+    model = meta.get("request_model")
+    if isinstance(operation, str):
+        out["gen_ai.operation.name"] = operation
+        if operation == "embeddings":
+            out[SPAN_KIND_KEY] = "EMBEDDING"
+    if isinstance(provider, str):
+        # Both names: gen_ai.system until semantic conventions 1.37, gen_ai.provider.name after.
+        out["gen_ai.provider.name"] = out["gen_ai.system"] = provider
+        out["llm.provider"] = out["llm.system"] = provider
+    if isinstance(model, str):
+        out["gen_ai.request.model"] = out["llm.model_name"] = _text(model)
+    return out
+
+
+def _llm_response_attributes(span: Span, ending: Ending) -> None:
+    meta = ending.metadata
+    model, response_id = meta.get("response_model"), meta.get("response_id")
+    if isinstance(model, str):
+        span.set_attribute("gen_ai.response.model", _text(model))
+        span.set_attribute("llm.model_name", _text(model))
+    if isinstance(response_id, str):
+        span.set_attribute("gen_ai.response.id", _text(response_id))
+    output = ending.output
+    replies = output if isinstance(output, list) else [output]
+    reasons = [r["stop_reason"] for r in replies if isinstance(r, Mapping) and r.get("stop_reason")]
+    if reasons and all(isinstance(reason, str) for reason in reasons):
+        span.set_attribute("gen_ai.response.finish_reasons", reasons)
+    usage = meta.get("usage")
+    if not isinstance(usage, Mapping):
+        return
+    names = {
+        "input_tokens": ("gen_ai.usage.input_tokens", "llm.token_count.prompt"),
+        "output_tokens": ("gen_ai.usage.output_tokens", "llm.token_count.completion"),
+        "cache_read_tokens": (
+            "gen_ai.usage.cache_read.input_tokens",
+            "llm.token_count.prompt_details.cache_read",
+        ),
+        "cache_creation_tokens": (
+            "gen_ai.usage.cache_creation.input_tokens",
+            "llm.token_count.prompt_details.cache_write",
+        ),
+    }
+    for key, (genai, openinference) in names.items():
+        if key in usage:
+            span.set_attribute(genai, _count(usage[key]))
+            span.set_attribute(openinference, _count(usage[key]))
+    total = _count(usage.get("input_tokens")) + _count(usage.get("output_tokens"))
+    span.set_attribute("llm.token_count.total", total)
 
 
 def _finish(span: Span, state: _SpanState, ending: Ending) -> None:
@@ -209,6 +268,8 @@ def _finish(span: Span, state: _SpanState, ending: Ending) -> None:
         span.set_attribute("llm.token_count.prompt", input_tokens)
         span.set_attribute("llm.token_count.completion", output_tokens)
         span.set_attribute("llm.token_count.total", input_tokens + output_tokens)
+    if state.is_llm:
+        _llm_response_attributes(span, ending)
     if ending.status == "failed":
         _record_failure(span, ending)
     elif ending.status == "completed":
