@@ -180,6 +180,19 @@ def stream(run: _store.StoredRun) -> list[tuple[str, str]]:
     return [(kind, name) for _, kind, name in sorted(items)]
 
 
+def groups(pairs: list[tuple[str, str]]) -> list[Any]:
+    """A timeline as events (names) and the set of tasks between two events."""
+    out: list[Any] = []
+    for kind, name in pairs:
+        if kind == "event":
+            out.append(name)
+        elif out and isinstance(out[-1], set):
+            out[-1].add(name)
+        else:
+            out.append({name})
+    return out
+
+
 def seed_flow(client: taskscope.Client) -> None:
     """The seed's flow: events, then tasks completed/skipped/failed (one nested), run complete."""
     run = client.start_run({"file": "report.pdf"}, name="pdf-agent")
@@ -217,17 +230,17 @@ def test_seed_flow_arrives_unrejected_in_order_with_a_span_tree(
     assert start.body["external_run_id"] and start.body["trigger_type"] == "sdk"
     assert start.body["input"] == {"file": "report.pdf"}
     upserts = [e.body["task"] for e in proxy.seen if e.path == api.TASKS]
-    assert [(u["name"], u["status"]) for u in upserts] == [
-        ("parse-pdf", "running"),
-        ("read-pages", "running"),
-        ("read-pages", "completed"),
-        ("parse-pdf", "completed"),
-        ("classify", "running"),
+    # Each task ended before its creation went out, so it is sent once, in its final state.
+    assert sorted((u["name"], u["status"]) for u in upserts) == [
         ("classify", "skipped"),
-        ("upload", "running"),
+        ("parse-pdf", "completed"),
+        ("read-pages", "completed"),
         ("upload", "failed"),
     ]
-    assert upserts[-1]["error_message"] == "Connection refused"
+    by_task = {u["name"]: u for u in upserts}
+    assert by_task["upload"]["error_message"] == "Connection refused"
+    assert by_task["parse-pdf"]["input"] == {"file": "report.pdf"}
+    assert by_task["parse-pdf"]["output"] == {"pages": 3}
     spans = [ev for e in proxy.seen if e.path == api.EVENTS for ev in e.body["events"]]
     spans = [ev for ev in spans if "span_id" in ev]
     by_name = {span["type"]: span for span in spans}
@@ -250,16 +263,18 @@ def test_seed_flow_arrives_unrejected_in_order_with_a_span_tree(
     ids = {task.name: task.id for task in run.tasks}
     parents = {task.name: task.parent_id for task in run.tasks}
     assert parents["read-pages"] == ids["parse-pdf"] and parents["parse-pdf"] is None
-    assert stream(run) == [
-        ("event", "pdf.received"),
-        ("event", "tool.called"),
-        ("task", "parse-pdf"),
-        ("task", "read-pages"),
-        ("event", "page.read"),
-        ("task", "classify"),
-        ("task", "upload"),
-        ("event", "tool.failed"),
+    # Tasks between two events go out together, so siblings may swap; a child follows its
+    # parent and every event keeps its place.
+    assert groups(stream(run)) == [
+        "pdf.received",
+        "tool.called",
+        {"parse-pdf", "read-pages"},
+        "page.read",
+        {"classify", "upload"},
+        "tool.failed",
     ]
+    seqs = {task.name: task.seq for task in run.tasks}
+    assert seqs["parse-pdf"] < seqs["read-pages"]
 
 
 def test_events_go_in_batches_of_at_most_fifty_in_order(proxy: FaultProxy, db: Path) -> None:
@@ -329,6 +344,8 @@ def test_faults_lose_nothing_duplicate_nothing_and_keep_order(
     run.complete(output={"done": True})
     worst = max(worst, time.perf_counter() - began)
     assert client.flush(60.0)
+    # flush() makes the records durable (the outbox); delivery itself may take longer.
+    assert sender.wait_delivered(60.0)
     client.shutdown()
 
     assert proxy.faults_seen("503") == 8 and proxy.faults_seen("429") == 2

@@ -1,7 +1,8 @@
 """One HTTP attempt against the AgentOS API, classified; the retry schedule as pure functions.
 
 The exporter decides when to try again (so one run waiting out a backoff does not stop
-another run's requests); this module only sends one request and says what came back.
+another run's requests); this module only sends one request and says what came back. The
+``httpx.Client`` is thread-safe: the exporter's senders share one pool.
 """
 
 from __future__ import annotations
@@ -68,17 +69,24 @@ class Transport:
         *,
         timeout: float,
         transport: httpx.BaseTransport | None = None,
+        connections: int = 16,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._connections = connections
         self._api_key = api_key
         self._timeout = timeout
         self._transport = transport
         self.client = self._new_client()
 
     def _new_client(self) -> httpx.Client:
-        # Keep a few connections alive between batches; an idle one expires before most
-        # servers close it, so a reused connection is rarely a dead one.
-        limits = httpx.Limits(max_connections=4, keepalive_expiry=5.0)
+        # One connection per request in flight (HTTP/1.1 sends one request at a time on a
+        # connection); an idle one expires before most servers close it, so a reused
+        # connection is rarely a dead one.
+        limits = httpx.Limits(
+            max_connections=self._connections,
+            max_keepalive_connections=self._connections,
+            keepalive_expiry=5.0,
+        )
         transport = self._transport or httpx.HTTPTransport(
             limits=limits,
             # Small requests go out at once instead of waiting on Nagle's algorithm.

@@ -1,28 +1,39 @@
 """Send runs, tasks and events to the AgentOS task API (docs/agentos.md has the mapping).
 
-Everything here runs on the exporter's lane thread, never on the caller's: ``export()`` turns a
-batch into requests per run and sends them before returning. Each run keeps its own queue in
-sequence order, and the queues take turns: a run waiting out a backoff, or one the server
-rejected, does not stop another run's requests. Nothing about a run goes out before its start
-succeeded (the server's run id is needed for every later call), and a task's creation goes out
-after the events recorded before it.
+``export()`` runs on the pipeline's lane thread: it turns records into requests, writes them to
+the outbox (docs/outbox.md) and returns. A pool of sender threads sends them, up to
+``max_in_flight`` at once, across runs and within a run wherever the API's order allows:
+
+- a run's start before anything else of the run (the server's run id is in every later call);
+- an events call after every earlier request of the run but span batches (the timeline is the
+  order of arrival), and every later task call after it;
+- two calls about one task one after the other (states never regress), spans after their task;
+- a run's end after everything before it.
+
+Task calls between two events calls go out together. A task that ended before its creation
+was sent is sent once, in its final state; spans go in batches of up to 50.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import threading
 import time
+import uuid
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import _agentos_api as api
+from .. import _context
 from .._errors import ConfigurationError
-from .._internal import logger, warn_once
+from .._internal import internal_error, logger, warn_once
 from .._model import EventRecord, Record, RunRecord, TaskRecord
+from . import _outbox
 from ._base import BaseExporter
 
 if TYPE_CHECKING:
@@ -34,6 +45,11 @@ DEFAULT_BASE_URL = "https://agentos-ai.dev"
 # Runs that ended are remembered (their server ids) for records that arrive after the end,
 # such as a task left open when its run completed; the oldest are forgotten first.
 _REMEMBERED_RUNS = 10_000
+# After this many transient failures in a row (no success between, any run), the backend is
+# taken to be down: one request at a time probes it, instead of every run's retries at once.
+_DOWN_AFTER = 3
+
+WAITING, QUEUED, SENDING = 0, 1, 2
 
 
 def _dumps(value: Any) -> str:
@@ -59,55 +75,91 @@ def _object(value: Any) -> Any:
     }
 
 
-@dataclass(slots=True)
-class _Op:
-    """One request of a run, waiting its turn. ``records``: taskscope records it carries."""
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
-    kind: str  # "start", "events", "task" or "end"
+
+@dataclass(slots=True, eq=False)
+class _Op:
+    """One request of a stream. ``records``: the taskscope records it carries."""
+
+    stream: _Stream
+    kind: str  # "start", "events", "task", "spans" or "end"
     path: str
     fields: dict[str, Any] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)
-    size: int = 0
+    task_id: str | None = None
+    after: str | None = None  # the parent task: its creation goes first
+    span_tasks: set[str] = field(default_factory=set)
+    size: int = 0  # bytes charged against the bound
     records: int = 0
+    created: float = 0.0  # wall clock, for the retry time limit
+    row: int = 0  # its outbox row; 0: not stored (yet)
+    stored: bool = True  # the outbox row is up to date
+    state: int = WAITING
     attempts: int = 0
 
+    def text(self) -> str:
+        """The body as stored: the fields, or the events as a JSON array."""
+        if self.kind in ("events", "spans"):
+            return "[" + ",".join(self.events) + "]"
+        return _dumps(self.fields)
+
     def body(self, run_id: str | None) -> bytes:
-        if self.kind == "events":
+        if self.kind in ("events", "spans"):
             head = f'{{"run_id":{_dumps(run_id)},"events":['
             return (head + ",".join(self.events) + "]}").encode("utf-8")
         fields = self.fields if run_id is None else {"run_id": run_id, **self.fields}
         return _dumps(fields).encode("utf-8")
 
+    def resize(self) -> None:
+        if self.kind in ("events", "spans"):
+            self.size = _outbox.ROW_OVERHEAD + 2 + sum(_utf8_len(e) + 1 for e in self.events)
+        else:
+            self.size = _outbox.ROW_OVERHEAD + _utf8_len(_dumps(self.fields))
 
-@dataclass(slots=True)
-class _RunState:
-    """What the exporter knows about one taskscope run while its requests go out."""
 
-    id: str
+@dataclass(slots=True, eq=False)
+class _Stream:
+    """One process's share of one run: its requests in order, sent by one process."""
+
+    key: str
+    run_id: str
     server_id: str | None = None
-    has_start: bool = False
-    dead: bool = False
-    ended: bool = False
     parent: str | None = None
-    ops: deque[_Op] = field(default_factory=deque)
+    ops: list[_Op] = field(default_factory=list)
+    has_start: bool = False
+    ended: bool = False
+    dead: bool = False
+    stored: bool = False  # its row exists in the outbox
     not_before: float = 0.0
+    failures: int = 0  # transient failures in a row, for the backoff
+    busy: int = 0  # requests queued or on the wire
     open_tasks: set[str] = field(default_factory=set)
-    # Ends of collapsed tasks (delivered once, at their start), held until the stream reaches
-    # their end_seq so that the events recorded inside them go out first.
-    deferred: list[TaskRecord] = field(default_factory=list)
+    # The last not-yet-sent call of each task: a later state of the task replaces it.
+    tasks: dict[str, _Op] = field(default_factory=dict)
+    unacked: dict[str, int] = field(default_factory=dict)  # task id -> its calls not yet taken
+    spans: _Op | None = None  # the span batch still taking spans
 
 
 class AgentOSExporter(BaseExporter):
-    """Export to the AgentOS task API: runs, task upserts, events and spans, with retries.
+    """Export to the AgentOS task API: runs, task upserts, events and spans, through an outbox.
 
     ``api_key``, ``agent_id`` and ``base_url`` default to ``AGENTOS_API_KEY``,
     ``AGENTOS_AGENT_ID`` and ``AGENTOS_BASE_URL`` (else https://agentos-ai.dev). A run's
     ``agent_id`` metadata (``client.start_run(agent_id=...)``) overrides the exporter's.
-    ``transport`` is an ``httpx`` transport, the seam for tests and proxies. Failed requests
-    are retried ``max_retries`` times on network errors, 408, 429 and 5xx, waiting
-    ``backoff * 2**n`` seconds (±20 %, at most ``max_backoff``) or what ``Retry-After`` says
-    (at most ``max_retry_after``); other 4xx answers are final: the records are dropped,
+    ``transport`` is an ``httpx`` transport, the seam for tests and proxies.
+
+    Up to ``max_in_flight`` requests are on the wire at once. Network errors, 408, 429 and 5xx
+    are retried for ``max_retry_time`` seconds (and at most ``max_retries`` times, when given),
+    waiting ``backoff * 2**n`` seconds (±20 %, at most ``max_backoff``) or what ``Retry-After``
+    says (at most ``max_retry_after``); other 4xx answers are final: the records are dropped,
     counted in ``stats()`` and the first of each kind is logged.
+
+    ``outbox`` (default on) keeps every request in a SQLite file under ``outbox_dir`` (default
+    ``$TASKSCOPE_OUTBOX_DIR``, else ``outbox/`` beside the default store) until the server took
+    it, so records survive outages, exits and kills, and are sent by the next exporter for the
+    same target or by ``taskscope outbox send``. ``outbox_max_bytes`` bounds what waits.
     """
 
     def __init__(
@@ -117,10 +169,15 @@ class AgentOSExporter(BaseExporter):
         base_url: str | None = None,
         *,
         timeout: float = 10.0,
-        max_retries: int = 8,
+        max_in_flight: int = 16,
+        max_retry_time: float = 86_400.0,
+        max_retries: int | None = None,
         backoff: float = 0.25,
-        max_backoff: float = 30.0,
+        max_backoff: float = 10.0,
         max_retry_after: float = 60.0,
+        outbox: bool = True,
+        outbox_dir: str | os.PathLike[str] | None = None,
+        outbox_max_bytes: int = _outbox.DEFAULT_MAX_BYTES,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("AGENTOS_API_KEY", "")
@@ -140,156 +197,371 @@ class AgentOSExporter(BaseExporter):
                 f"AgentOSExporter base_url {url!r} is not an http(s) URL; pass one such as "
                 f"{DEFAULT_BASE_URL} (or set AGENTOS_BASE_URL)."
             )
-        if timeout <= 0 or max_retries < 0 or backoff < 0 or max_backoff < 0:
+        if (
+            timeout <= 0
+            or backoff < 0
+            or max_backoff < 0
+            or max_in_flight < 1
+            or max_retry_time < 0
+            or (max_retries is not None and max_retries < 0)
+            or outbox_max_bytes < 1
+        ):
             raise ValueError(
-                "AgentOSExporter needs timeout > 0 and max_retries, backoff and max_backoff "
-                f"of at least 0 (got timeout={timeout!r}, max_retries={max_retries!r}, "
-                f"backoff={backoff!r}, max_backoff={max_backoff!r})."
+                "AgentOSExporter needs timeout > 0, max_in_flight and outbox_max_bytes of at "
+                "least 1, and max_retry_time, max_retries, backoff and max_backoff of at least "
+                f"0 (got timeout={timeout!r}, max_in_flight={max_in_flight!r}, "
+                f"outbox_max_bytes={outbox_max_bytes!r}, max_retry_time={max_retry_time!r}, "
+                f"max_retries={max_retries!r}, backoff={backoff!r}, "
+                f"max_backoff={max_backoff!r})."
             )
-        from ._http import Transport  # httpx is imported when an exporter is made, not before
-
         self.agent_id = agent.strip()
         self.base_url = url.rstrip("/")
         self.timeout = timeout
+        self.max_in_flight = max_in_flight
+        self.max_retry_time = max_retry_time
         self.max_retries = max_retries
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.max_retry_after = max_retry_after
-        self._transport: Transport = Transport(
-            self.base_url, key.strip(), timeout=timeout, transport=transport
-        )
-        self._pid = os.getpid()
-        self._runs: dict[str, _RunState] = {}
-        self._finished: OrderedDict[str, str | None] = OrderedDict()
-        self._wake = threading.Event()
-        self._closed = False
-        self._counts = {"requests": 0, "retries": 0, "sent": 0, "dropped": 0}
+        self.max_bytes = outbox_max_bytes
+        self._key = key.strip()
+        self._http_transport = transport
+        self._outbox_on = outbox
+        self.outbox_path: Path | None = None
+        if outbox:
+            directory = Path(outbox_dir) if outbox_dir is not None else _outbox.default_dir()
+            self.outbox_path = _outbox.file_for(directory, "agentos", self.base_url, self._key)
+        self._counts = {"requests": 0, "retries": 0, "sent": 0, "dropped": 0, "refused": 0}
         self._dropped_at_flush = 0
+        self._finished: OrderedDict[str, str | None] = OrderedDict()
+        self._start_runtime()
+
+    # -- runtime state, rebuilt in a forked child --------------------------------------------
+
+    def _start_runtime(self) -> None:
+        from ._http import Transport  # httpx is imported when an exporter is made, not before
+
+        self._pid = os.getpid()
+        self._transport: Transport = Transport(
+            self.base_url,
+            self._key,
+            timeout=self.timeout,
+            transport=self._http_transport,
+            connections=self.max_in_flight,
+        )
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._idle = threading.Condition(self._lock)
+        self._streams: dict[str, _Stream] = {}
+        self._by_run: dict[str, _Stream] = {}
+        self._dirty: set[_Stream] = set()
+        self._sleeping: set[_Stream] = set()
+        self._ready: deque[_Op] = deque()
+        self._pending = 0  # requests held in memory
+        self._sending = 0
+        self._failing = 0  # transient failures in a row
+        self._flushing = 0
+        self._closed = False
+        self._charged = 0  # bytes held, against max_bytes
+        self._unstored: list[_Op] = []  # new or changed requests not yet in the outbox
+        self._workers: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self._outbox: _outbox.Outbox | None = None
+        if self.outbox_path is not None:
+            try:
+                self._outbox = _outbox.Outbox(
+                    self.outbox_path, kind="agentos", target=self.base_url, api_key=self._key
+                )
+                self._charged = self._outbox.held_bytes()
+            except (OSError, sqlite3.Error) as problem:
+                warn_once(
+                    "agentos-outbox-open",
+                    "taskscope: cannot open the outbox %s (%s); AgentOSExporter keeps what "
+                    "waits in memory only. Set TASKSCOPE_OUTBOX_DIR to a writable directory.",
+                    self.outbox_path,
+                    problem,
+                )
+        if self._outbox is not None:
+            # Recovery and lease renewal in the background: the constructor never waits.
+            self._keeper = threading.Thread(
+                target=self._keep, name="taskscope-agentos-outbox", daemon=True
+            )
+            self._keeper.start()
+
+    def _forked(self) -> None:
+        # The parent's connections, sqlite handle, threads and streams are the parent's: it
+        # still sends what it holds. The child starts empty with a claim of its own.
+        self._start_runtime()
 
     # -- the exporter protocol ---------------------------------------------------------------
 
     def export(self, batch: Sequence[Record]) -> None:
         if self._pid != os.getpid():
-            # After fork() the pool's connections belong to the parent process.
-            self._transport.renew()
-            self._pid = os.getpid()
-        touched: dict[str, _RunState] = {}
-        for record in batch:
-            state = self._state_for(record)
-            touched[state.id] = state
-            self._add(state, record)
-        for state in touched.values():
-            self._release(state, None)
-        self._pump()
+            self._forked()
+        with self._lock:
+            if self._closed:
+                self._counts["dropped"] += len(batch)
+                return
+            touched: set[_Stream] = set()
+            for record in batch:
+                stream = self._stream_for(record)
+                touched.add(stream)
+                self._add(stream, record)
+            self._store()
+            self._dirty |= touched
+            self._wake_locked()
 
     def force_flush(self, timeout: float) -> bool:
-        """True when nothing was dropped since the last flush (export() itself sends all)."""
+        """Wait for delivery within ``timeout``; True when it was all delivered or is in the
+        outbox, and nothing was dropped since the last flush.
+
+        With the outbox on, it returns as soon as nothing is on the wire and every run that
+        waits is waiting out a backoff that ends after ``timeout``: what waits is on disk and
+        goes out later (``wait_delivered`` waits for the server instead).
+        """
+        delivered = self._wait(timeout, durable=self._outbox is not None)
         dropped = self._counts["dropped"]
         clean = dropped == self._dropped_at_flush
         self._dropped_at_flush = dropped
-        return clean
+        return (delivered or self._outbox is not None) and clean
+
+    def wait_delivered(self, timeout: float) -> bool:
+        """Wait until the server took everything this exporter holds (recovered records too)."""
+        return self._wait(timeout, durable=False)
 
     def shutdown(self) -> None:
-        self._closed = True
-        self._wake.set()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._work.notify_all()
+            self._idle.notify_all()
+            busy = {s.key for s in self._streams.values() if any(o.state == SENDING for o in s.ops)}
+            if self._outbox is None:
+                # Without an outbox what was not sent is lost: say so in the counts.
+                lost = sum(op.records for s in self._streams.values() for op in s.ops)
+                self._counts["dropped"] += lost
+        self._stop.set()
+        if self._outbox is not None:
+            try:
+                # Handing the streams back lets the next process send them at once.
+                self._outbox.release(keep=busy)
+            except sqlite3.Error:
+                logger.debug("taskscope: releasing the outbox failed", exc_info=True)
         self._transport.close()
+        with self._lock:
+            if self._outbox is not None:
+                self._outbox.close()
 
     def stats(self) -> dict[str, int]:
-        """Counts: ``requests`` made, ``retries``, records ``sent`` and records ``dropped``."""
-        return dict(self._counts)
+        """Counts: ``requests`` made, ``retries``, records ``sent``, ``dropped`` (of which
+        ``refused`` by the outbox bound), records ``waiting`` and the outbox's ``bytes``."""
+        with self._lock:
+            waiting = sum(op.records for s in self._streams.values() for op in s.ops)
+            return {**self._counts, "waiting": waiting, "bytes": self._charged}
 
     def __repr__(self) -> str:
         return f"AgentOSExporter(agent_id={self.agent_id!r}, base_url={self.base_url!r})"
 
-    # -- records into requests ---------------------------------------------------------------
+    # -- records into requests (under the lock) -----------------------------------------------
 
-    def _state_for(self, record: Record) -> _RunState:
+    def _stream_for(self, record: Record) -> _Stream:
         run_id = record.run_id
-        state = self._runs.get(run_id)
-        if state is not None:
-            return state
-        state = self._runs[run_id] = _RunState(run_id)
+        stream = self._by_run.get(run_id)
+        if stream is not None:
+            return stream
+        stream = _Stream(uuid.uuid4().hex, run_id)
+        self._by_run[run_id] = self._streams[stream.key] = stream
         if run_id in self._finished:
             server_id = self._finished[run_id]
-            state.server_id, state.has_start, state.ended = server_id, True, True
-            state.dead = server_id is None
+            stream.server_id, stream.has_start, stream.ended = server_id, True, True
+            stream.dead = server_id is None
         elif not isinstance(record, RunRecord):
             # Records of a run started elsewhere (taskscope.attach() in another process): the
             # server dedupes on external_run_id, so this start returns that run's id.
-            state.has_start = True
+            stream.has_start = True
             fields = {"agent_id": self.agent_id, "trigger_type": "sdk", "external_run_id": run_id}
-            state.ops.append(_Op("start", api.RUN_START, fields))
-        return state
+            if not self._append(stream, _Op(stream, "start", api.RUN_START, fields)):
+                stream.dead = True
+        return stream
 
-    def _add(self, state: _RunState, record: Record) -> None:
-        if state.dead:
+    def _admit(self, size: int, records: int) -> bool:
+        """Room for ``size`` more bytes under the bound? If not, the records are refused."""
+        if self._charged + size <= self.max_bytes:
+            self._charged += size
+            return True
+        self._counts["dropped"] += records
+        self._counts["refused"] += records
+        warn_once(
+            "agentos-outbox-full",
+            "taskscope: the AgentOS outbox is full (%d bytes, outbox_max_bytes=%d); new "
+            "records are dropped until the backend takes what waits. Counted in "
+            "AgentOSExporter.stats()['refused'].",
+            self._charged,
+            self.max_bytes,
+        )
+        return False
+
+    def _append(self, stream: _Stream, op: _Op) -> bool:
+        op.resize()
+        if not self._admit(op.size, op.records):
+            return False
+        op.created = time.time()
+        op.stored = False
+        self._unstored.append(op)
+        stream.ops.append(op)
+        self._pending += 1
+        if op.kind == "task" and op.task_id is not None:
+            stream.tasks[op.task_id] = op
+            stream.unacked[op.task_id] = stream.unacked.get(op.task_id, 0) + 1
+        return True
+
+    def _grow(self, op: _Op, change: Any, records: int) -> bool:
+        """Apply ``change`` to a waiting op if the bound allows it; else refuse ``records``."""
+        before = op.size
+        undo = (dict(op.fields), list(op.events), op.records)
+        change()
+        op.resize()
+        if not self._admit(op.size - before, records):
+            op.fields, op.events, op.records = undo[0], undo[1], undo[2]
+            op.size = before
+            return False
+        if op.stored:
+            op.stored = False
+            self._unstored.append(op)
+        return True
+
+    def _add(self, stream: _Stream, record: Record) -> None:
+        if stream.dead:
             self._counts["dropped"] += 1
             return
         if type(record) is EventRecord:
-            self._release(state, record.seq)
-            self._event(state, self._event_fields(record), 1)
+            self._add_event(stream, self._event_fields(record))
         elif type(record) is TaskRecord:
-            self._add_task(state, record)
+            self._add_task(stream, record)
         elif type(record) is RunRecord:
-            self._release(state, record.seq if record.end_seq is None else record.end_seq)
-            if not state.has_start:
-                state.has_start = True
-                state.parent = record.parent_run_id
-                state.ops.append(_Op("start", api.RUN_START, self._start_fields(record), records=1))
-            if record.end_ns is not None:
-                state.ended = True
-                state.ops.append(self._end_op(record))
+            if not stream.has_start:
+                stream.has_start = True
+                stream.parent = record.parent_run_id
+                start = _Op(stream, "start", api.RUN_START, self._start_fields(record), records=1)
+                if not self._append(stream, start):
+                    stream.dead = True
+                    return
+            if record.end_ns is not None and not stream.ended:
+                stream.ended = True
+                self._append(stream, self._end_op(stream, record))
 
-    def _add_task(self, state: _RunState, task: TaskRecord) -> None:
+    def _add_task(self, stream: _Stream, task: TaskRecord) -> None:
         if task.end_ns is None:
-            self._release(state, task.seq)
-            state.open_tasks.add(task.id)
-            state.ops.append(self._upsert(task, running=True, records=1))
-        elif task.id in state.open_tasks:
-            self._release(state, task.end_seq)
-            state.open_tasks.discard(task.id)
-            self._finish_task(state, task)
+            stream.open_tasks.add(task.id)
+            self._append(stream, self._upsert(stream, task, running=True))
+            return
+        waiting = stream.tasks.get(task.id)
+        if waiting is not None and waiting.state != SENDING:
+            # Its creation has not gone out yet: send the task once, in its final state.
+            final = self._upsert(stream, task, running=False, with_input=True).fields
+
+            def change() -> None:
+                waiting.fields = final
+                waiting.records += 1
+
+            if not self._grow(waiting, change, 1):
+                return
         else:
-            # Delivered once, in its final state, at the position of its start: create it
-            # there (running, with its input), and end it where its end is in the stream.
-            self._release(state, task.seq)
-            state.ops.append(self._upsert(task, running=True, records=0))
-            if task.end_seq is not None and task.end_seq > task.seq:
-                state.deferred.append(task)
-            else:
-                self._finish_task(state, task)
+            first = task.id not in stream.open_tasks
+            if not self._append(
+                stream, self._upsert(stream, task, running=False, with_input=first)
+            ):
+                return
+        stream.open_tasks.discard(task.id)
+        self._add_span(stream, task)
 
-    def _release(self, state: _RunState, position: int | None) -> None:
-        """Send the held ends of collapsed tasks that come before ``position`` (None: all)."""
-        if not state.deferred:
-            return
-        due = [t for t in state.deferred if position is None or (t.end_seq or 0) < position]
-        if not due:
-            return
-        state.deferred = [t for t in state.deferred if t not in due]
-        for task in sorted(due, key=lambda t: t.end_seq or 0):
-            self._finish_task(state, task)
-
-    def _finish_task(self, state: _RunState, task: TaskRecord) -> None:
-        state.ops.append(self._upsert(task, running=False, records=1))
-        self._event(state, self._span_fields(task), 0)
-
-    def _event(self, state: _RunState, event: dict[str, Any], records: int) -> None:
+    def _add_event(self, stream: _Stream, event: dict[str, Any]) -> None:
         text = _dumps(event)
-        size = len(text.encode("utf-8")) + 1
-        last = state.ops[-1] if state.ops else None
+        size = _utf8_len(text) + 1
+        last = next((op for op in reversed(stream.ops) if op.kind != "spans"), None)
         if (
-            last is None
-            or last.kind != "events"
-            or last.attempts
-            or len(last.events) >= api.MAX_EVENTS_PER_BATCH
-            or last.size + size > api.SEND_BODY_BYTES
+            last is not None
+            and last.kind == "events"
+            and last.state != SENDING
+            and not last.attempts
+            and len(last.events) < api.MAX_EVENTS_PER_BATCH
+            and last.size + size <= api.SEND_BODY_BYTES
         ):
-            last = _Op("events", api.EVENTS, size=64)
-            state.ops.append(last)
-        last.events.append(text)
-        last.size += size
-        last.records += records
+
+            def change() -> None:
+                last.events.append(text)
+                last.records += 1
+
+            self._grow(last, change, 1)
+            return
+        self._append(stream, _Op(stream, "events", api.EVENTS, events=[text], records=1))
+
+    def _add_span(self, stream: _Stream, task: TaskRecord) -> None:
+        text = _dumps(self._span_fields(task))
+        size = _utf8_len(text) + 1
+        open_batch = stream.spans
+        if (
+            open_batch is not None
+            and open_batch.state != SENDING
+            and len(open_batch.events) < api.MAX_EVENTS_PER_BATCH
+            and open_batch.size + size <= api.SEND_BODY_BYTES
+        ):
+            batch = open_batch
+
+            def change() -> None:
+                batch.events.append(text)
+                batch.span_tasks.add(task.id)
+
+            self._grow(batch, change, 0)
+            return
+        fresh = _Op(stream, "spans", api.EVENTS, events=[text], span_tasks={task.id})
+        if self._append(stream, fresh):
+            stream.spans = fresh
+
+    def _store(self) -> None:
+        """Write new and changed requests to the outbox, in one transaction."""
+        outbox = self._outbox
+        touched, self._unstored = self._unstored, []
+        if outbox is None:
+            for op in touched:
+                op.stored = True
+            return
+        try:
+            with outbox.transaction() as db:
+                for op in touched:
+                    stream = op.stream
+                    if not stream.stored:
+                        outbox.add_stream(
+                            db, stream.key, stream.run_id, stream.server_id, stream.parent
+                        )
+                        stream.stored = True
+                    text = op.text()
+                    if op.row:
+                        outbox.update_row(db, op.row, text, op.records, op.size)
+                    else:
+                        op.row = outbox.add_row(
+                            db,
+                            op.stream.key,
+                            op.kind,
+                            op.path,
+                            text,
+                            op.task_id,
+                            op.after,
+                            op.records,
+                            op.size,
+                            op.created,
+                        )
+        except sqlite3.Error as problem:
+            warn_once(
+                "agentos-outbox-write",
+                "taskscope: writing to the outbox %s failed (%s); these records wait in memory "
+                "only.",
+                outbox.path,
+                problem,
+            )
+        for op in touched:
+            op.stored = True
 
     def _start_fields(self, run: RunRecord) -> dict[str, Any]:
         agent = run.metadata.get("agent_id")
@@ -305,15 +577,15 @@ class AgentOSExporter(BaseExporter):
             }
         )
 
-    def _end_op(self, run: RunRecord) -> _Op:
+    def _end_op(self, stream: _Stream, run: RunRecord) -> _Op:
         error = run.error
         if run.status == "completed":
             usage = {k: int(v) for k, v in run.usage.items() if k in api.USAGE_KEYS}
             fields = api.compact({"output": _object(run.output), **usage})
-            return _Op("end", api.RUN_COMPLETE, fields, records=1)
+            return _Op(stream, "end", api.RUN_COMPLETE, fields, records=1)
         if run.status == "cancelled":
             reason = api.clip(error.message, api.MAX_REASON) if error and error.message else None
-            return _Op("end", api.RUN_CANCEL, api.compact({"reason": reason}), records=1)
+            return _Op(stream, "end", api.RUN_CANCEL, api.compact({"reason": reason}), records=1)
         message = error.message if error is not None and error.message else "The run failed."
         detail = None
         if error is not None:
@@ -326,20 +598,27 @@ class AgentOSExporter(BaseExporter):
                 "error_detail": _object(detail) if detail else None,
             }
         )
-        return _Op("end", api.RUN_FAIL, fields, records=1)
+        return _Op(stream, "end", api.RUN_FAIL, fields, records=1)
 
-    def _upsert(self, task: TaskRecord, *, running: bool, records: int) -> _Op:
+    def _upsert(
+        self, stream: _Stream, task: TaskRecord, *, running: bool, with_input: bool = False
+    ) -> _Op:
         body: dict[str, Any] = {"id": task.id, "name": task.name}
         if running:
             body.update(status="running", input=_object(task.input))
         else:
+            if with_input:  # its creation: the task is made in its final state, input and all
+                body["input"] = _object(task.input)
             body["status"] = task.status
             if task.status == "failed":
                 message = task.error.message if task.error and task.error.message else "failed"
                 body["error_message"] = api.clip(message, api.MAX_ERROR_MESSAGE)
             else:
                 body["output"] = _object(task.output)
-        return _Op("task", api.TASKS, {"task": api.compact(body)}, records=records)
+        fields = {"task": api.compact(body)}
+        return _Op(
+            stream, "task", api.TASKS, fields, task_id=task.id, after=task.parent_id, records=1
+        )
 
     @staticmethod
     def _event_fields(event: EventRecord) -> dict[str, Any]:
@@ -375,85 +654,215 @@ class AgentOSExporter(BaseExporter):
             }
         )
 
-    # -- sending -----------------------------------------------------------------------------
+    # -- choosing what goes out (under the lock) ---------------------------------------------
 
-    def _pump(self) -> None:
-        """Send every run's queue, one request per run per turn, until all are done."""
-        while not self._closed:
-            now = time.monotonic()
-            wait: float | None = None
-            sent = False
-            for state in list(self._runs.values()):
-                if not state.ops:
-                    self._retire(state)
-                    continue
-                if state.not_before > now or self._waits_for_parent(state):
-                    ready_at = max(state.not_before, now + 0.001)
-                    wait = ready_at if wait is None else min(wait, ready_at)
-                    continue
-                self._send_head(state)
-                sent = True
-                now = time.monotonic()
-            if not sent:
-                if wait is None:
-                    return
-                self._wake.wait(max(0.0, wait - time.monotonic()))
+    def _wake_locked(self) -> None:
+        if not self._workers:
+            for index in range(self.max_in_flight):
+                worker = threading.Thread(
+                    target=self._send_loop, name=f"taskscope-agentos-{index}", daemon=True
+                )
+                worker.start()
+                self._workers.append(worker)
+        self._work.notify()
 
-    def _waits_for_parent(self, state: _RunState) -> bool:
+    def _refill_locked(self) -> float | None:
+        """Queue what became ready; returns when the next backoff ends (monotonic), if any."""
+        now = time.monotonic()
+        wake: float | None = None
+        for stream in list(self._sleeping):
+            if stream.not_before <= now:
+                self._sleeping.discard(stream)
+                self._dirty.add(stream)
+            else:
+                wake = stream.not_before if wake is None else min(wake, stream.not_before)
+        if self._dirty:
+            dirty, self._dirty = self._dirty, set()
+            before = len(self._ready)
+            for stream in dirty:
+                self._collect(stream, now)
+            if len(self._ready) > before + 1:
+                self._work.notify(len(self._ready) - before - 1)
+        return wake
+
+    def _collect(self, stream: _Stream, now: float) -> None:
+        """Queue every request of ``stream`` that the API's order lets go now."""
+        if stream.dead or not stream.ops:
+            return
+        if stream.not_before > now:
+            self._sleeping.add(stream)
+            return
+        if stream.server_id is None:
+            first = stream.ops[0]
+            if (
+                first.kind == "start"
+                and first.state == WAITING
+                and not self._waits_for_parent(stream)
+            ):
+                self._queue(stream, first)
+            return
+        before = False  # an earlier request (but span batches) is not yet taken
+        seen: set[str] = set()
+        for index, op in enumerate(stream.ops):
+            if stream.busy >= 2 * self.max_in_flight:
+                return
+            kind = op.kind
+            if kind == "spans":
+                if op.state == WAITING and self._spans_ready(stream, op):
+                    self._queue(stream, op)
+                continue
+            if op.state == WAITING:
+                if kind == "task":
+                    # A task after an earlier call about itself or its parent waits for it,
+                    # so states never regress and a child never precedes its parent.
+                    if op.task_id not in seen and op.after not in seen:
+                        self._queue(stream, op)
+                elif (kind == "events" and not before) or (kind == "end" and index == 0):
+                    self._queue(stream, op)
+            if kind != "task":
+                return  # an events call or the end: nothing of the run goes past it
+            seen.add(op.task_id or "")
+            before = True
+
+    def _spans_ready(self, stream: _Stream, op: _Op) -> bool:
+        if any(task in stream.unacked for task in op.span_tasks):
+            return False  # a span names its task, which must exist on the server first
+        full = len(op.events) >= api.MAX_EVENTS_PER_BATCH or op is not stream.spans
+        return full or not stream.unacked or stream.ended or self._flushing > 0
+
+    def _queue(self, stream: _Stream, op: _Op) -> None:
+        op.state = QUEUED
+        stream.busy += 1
+        self._ready.append(op)
+
+    def _take_locked(self) -> _Op | None:
+        if self._failing >= _DOWN_AFTER and self._sending:
+            return None  # the backend looks down: one request at a time finds out
+        now = time.monotonic()
+        while self._ready:
+            op = self._ready.popleft()
+            stream = op.stream
+            if op.state != QUEUED:
+                continue
+            if stream.not_before > now:  # its run began a backoff after it was queued
+                op.state = WAITING
+                stream.busy -= 1
+                self._sleeping.add(stream)
+                continue
+            return op
+        return None
+
+    def _waits_for_parent(self, stream: _Stream) -> bool:
         # A child run's start names its parent by the server's id, so it waits for the
         # parent's start when that is still on its way.
-        if state.server_id is not None or state.parent is None:
+        if stream.parent is None:
             return False
-        parent = self._runs.get(state.parent)
+        parent = self._by_run.get(stream.parent)
         return parent is not None and parent.server_id is None and not parent.dead
 
-    def _retire(self, state: _RunState) -> None:
-        if state.deferred:
-            return
-        if state.ended or state.dead:
-            del self._runs[state.id]
-            self._finished[state.id] = None if state.dead else state.server_id
-            while len(self._finished) > _REMEMBERED_RUNS:
-                self._finished.popitem(last=False)
-
     def _server_parent(self, parent: str) -> str:
-        known = self._runs.get(parent)
+        known = self._by_run.get(parent)
         if known is not None and known.server_id is not None:
             return known.server_id
-        return self._finished.get(parent) or parent
+        found = self._finished.get(parent)
+        if found is None and self._outbox is not None:
+            try:
+                found = self._outbox.server_id(parent)
+            except sqlite3.Error:
+                found = None
+        return found or parent
 
-    def _send_head(self, state: _RunState) -> None:
-        op = state.ops[0]
-        if op.kind == "start":
-            if "parent_run_id" in op.fields:
-                op.fields["parent_run_id"] = self._server_parent(op.fields["parent_run_id"])
-            body = op.body(None)
-        else:
-            body = op.body(state.server_id)
-        self._counts["requests"] += 1
-        outcome = self._transport.post(op.path, body)
+    # -- sending (the sender threads) ---------------------------------------------------------
+
+    def _send_loop(self) -> None:
+        _context.silence()  # nothing these threads do may be recorded
+        while True:
+            try:
+                if not self._send_one():
+                    return
+            except BaseException:
+                internal_error("agentos-sender")
+
+    def _send_one(self) -> bool:
+        with self._lock:
+            while True:
+                if self._closed:
+                    return False
+                wake = self._refill_locked()
+                op = self._take_locked()
+                if op is not None:
+                    break
+                self._work.wait(None if wake is None else max(0.001, wake - time.monotonic()))
+            stream = op.stream
+            op.state = SENDING
+            self._sending += 1
+            self._counts["requests"] += 1
+            if stream.spans is op:
+                stream.spans = None
+            if op.kind == "start":
+                if "parent_run_id" in op.fields:
+                    op.fields["parent_run_id"] = self._server_parent(op.fields["parent_run_id"])
+                body = op.body(None)
+            else:
+                body = op.body(stream.server_id)
+        try:
+            outcome = self._transport.post(op.path, body)
+        except Exception as problem:  # a closed pool at shutdown, or httpx's own trouble
+            from ._http import Outcome
+
+            outcome = Outcome(False, transient=True, code="NETWORK_ERROR", message=str(problem))
+        with self._lock:
+            self._sending -= 1
+            stream.busy -= 1
+            self._settle(stream, op, outcome)
+            self._dirty.add(stream)
+            self._work.notify()
+            self._idle.notify_all()
+        return True
+
+    def _settle(self, stream: _Stream, op: _Op, outcome: Outcome) -> None:
         if outcome.ok:
+            server_id = None
             if op.kind == "start":
                 data = outcome.data if isinstance(outcome.data, dict) else {}
-                run_id = data.get("run_id")
-                if not isinstance(run_id, str) or not run_id:
-                    self._reject(state, op, outcome, "the answer had no data.run_id")
+                server_id = data.get("run_id")
+                if not isinstance(server_id, str) or not server_id:
+                    self._reject(stream, op, outcome, "the answer had no data.run_id")
                     return
-                state.server_id = run_id
-            state.ops.popleft()
-            state.not_before = 0.0
+            self._failing = 0
+            stream.failures = 0
             self._counts["sent"] += op.records
+            self._remove(stream, op)
+            if self._outbox is not None and op.row:
+                try:
+                    # What the server took is deleted at once; a crash before this commit is
+                    # the one window in which a request is sent again (docs/outbox.md).
+                    self._outbox.acknowledged(op.row, stream.key, server_id)
+                except sqlite3.Error:
+                    logger.debug("taskscope: outbox delete failed", exc_info=True)
+            if server_id is not None:
+                stream.server_id = server_id
+                # Child runs waiting for this start can go now.
+                self._dirty.update(s for s in self._streams.values() if s.server_id is None)
+            self._retire(stream)
             return
-        if outcome.transient and op.attempts < self.max_retries:
+        if outcome.transient and not self._closed and self._may_retry(op):
             self._counts["retries"] += 1
+            self._failing += 1
+            stream.failures += 1
+            op.attempts += 1
+            op.state = WAITING
             if outcome.retry_after is not None:
                 delay = min(outcome.retry_after, self.max_retry_after)
             else:
                 from ._http import backoff
 
-                delay = backoff(op.attempts, self.backoff, self.max_backoff)
-            op.attempts += 1
-            state.not_before = time.monotonic() + delay
+                delay = backoff(stream.failures - 1, self.backoff, self.max_backoff)
+            stream.not_before = max(stream.not_before, time.monotonic() + delay)
+            self._sleeping.add(stream)
+            return
+        if outcome.transient and self._closed:
+            op.state = WAITING  # stays in the outbox for the next process
             return
         if op.kind == "start" and "parent_run_id" in op.fields and not outcome.transient:
             # The parent may be a run AgentOS does not know (a taskscope id from another
@@ -466,21 +875,73 @@ class AgentOSExporter(BaseExporter):
                 outcome.status,
                 outcome.code,
             )
-            op.attempts = 0
+            op.state = WAITING
+            if self._outbox is not None and op.row:
+                op.resize()
+                try:
+                    with self._outbox.transaction() as db:
+                        self._outbox.update_row(db, op.row, op.text(), op.records, op.size)
+                except sqlite3.Error:
+                    logger.debug("taskscope: outbox update failed", exc_info=True)
             return
-        self._reject(state, op, outcome, None)
+        self._reject(stream, op, outcome, None)
 
-    def _reject(self, state: _RunState, op: _Op, outcome: Outcome, why: str | None) -> None:
+    def _may_retry(self, op: _Op) -> bool:
+        if self.max_retries is not None and op.attempts >= self.max_retries:
+            return False
+        return time.time() - op.created < self.max_retry_time
+
+    def _remove(self, stream: _Stream, op: _Op) -> None:
+        stream.ops.remove(op)
+        self._pending -= 1
+        self._charged -= op.size
+        task = op.task_id
+        if op.kind == "task" and task is not None:
+            left = stream.unacked.get(task, 1) - 1
+            if left > 0:
+                stream.unacked[task] = left
+            else:
+                stream.unacked.pop(task, None)
+            if stream.tasks.get(task) is op:
+                del stream.tasks[task]
+        if stream.spans is op:
+            stream.spans = None
+
+    def _retire(self, stream: _Stream) -> None:
+        if stream.ops or not (stream.ended or stream.dead):
+            return
+        del self._streams[stream.key]
+        if self._by_run.get(stream.run_id) is stream:
+            del self._by_run[stream.run_id]
+        self._sleeping.discard(stream)
+        self._finished[stream.run_id] = None if stream.dead else stream.server_id
+        while len(self._finished) > _REMEMBERED_RUNS:
+            self._finished.popitem(last=False)
+        if self._outbox is not None and stream.stored:
+            try:
+                self._outbox.forget_stream(stream.key)
+            except sqlite3.Error:
+                logger.debug("taskscope: outbox cleanup failed", exc_info=True)
+        if not self._pending:
+            self._idle.notify_all()
+
+    def _reject(self, stream: _Stream, op: _Op, outcome: Outcome, why: str | None) -> None:
         """Drop ``op`` (all of the run's requests when it is the start), count, log once."""
-        state.ops.popleft()
-        lost = op.records
+        lost = [op]
         if op.kind == "start":
-            state.dead = True
-            lost += sum(pending.records for pending in state.ops)
-            lost += len(state.deferred)
-            state.ops.clear()
-            state.deferred.clear()
-        self._counts["dropped"] += lost
+            stream.dead = True
+            lost = list(stream.ops)
+        rows = [gone.row for gone in lost if gone.row]
+        for gone in lost:
+            self._remove(stream, gone)
+            self._counts["dropped"] += gone.records
+            gone.state = WAITING
+        if self._outbox is not None and rows:
+            try:
+                self._outbox.forget_rows(rows)
+            except sqlite3.Error:
+                logger.debug("taskscope: outbox delete failed", exc_info=True)
+        self._retire(stream)
         status = outcome.status if outcome.status is not None else "no answer"
         what = why or (f"{outcome.code}: {outcome.message}" if outcome.message else outcome.code)
         if outcome.transient:
@@ -502,4 +963,96 @@ class AgentOSExporter(BaseExporter):
             hint,
             self._counts["dropped"],
         )
-        logger.debug("taskscope: AgentOS dropped %s for run %s", op.kind, state.id)
+        logger.debug("taskscope: AgentOS dropped %s for run %s", op.kind, stream.run_id)
+
+    # -- waiting, recovery -------------------------------------------------------------------
+
+    def _wait(self, timeout: float, *, durable: bool) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            self._flushing += 1
+            # Partial span batches may go now: nobody waits for them to fill up.
+            self._dirty.update(s for s in self._streams.values() if s.spans is not None)
+            self._work.notify()
+            try:
+                while self._pending and not self._closed:
+                    now = time.monotonic()
+                    if durable and not self._sending and self._all_waiting_out(deadline):
+                        break
+                    left = deadline - now
+                    if left <= 0:
+                        break
+                    wake = min((s.not_before for s in self._sleeping), default=now + left)
+                    self._idle.wait(max(0.001, min(left, wake - now + 0.001)))
+            finally:
+                self._flushing -= 1
+            return not self._pending
+
+    def _all_waiting_out(self, deadline: float) -> bool:
+        """Every stream that holds requests waits out a backoff past ``deadline``."""
+        return all(s.not_before > deadline for s in self._streams.values() if s.ops)
+
+    def _keep(self) -> None:
+        """The outbox's keeper: take over abandoned streams, renew the lease, now and then."""
+        _context.silence()
+        outbox = self._outbox
+        assert outbox is not None
+        interval = min(5.0, outbox.lease / 3)
+        while not self._stop.is_set():
+            try:
+                outbox.renew()
+                self._adopt(outbox.claim_abandoned())
+                held = outbox.held_bytes()
+                with self._lock:
+                    self._charged = held
+            except sqlite3.Error:
+                logger.debug("taskscope: outbox upkeep failed", exc_info=True)
+            except BaseException:
+                if self._stop.is_set():
+                    return
+                internal_error("agentos-outbox")
+            self._stop.wait(interval)
+
+    def _adopt(self, claimed: list[_outbox.Stream]) -> None:
+        if not claimed:
+            return
+        with self._lock:
+            if self._closed:
+                return
+            for found in claimed:
+                stream = _Stream(
+                    found.key,
+                    found.run_id,
+                    server_id=found.server_id,
+                    parent=found.parent,
+                    has_start=True,
+                    ended=True,  # nothing more of it comes through this process
+                    stored=True,
+                )
+                for row in found.rows:
+                    op = _Op(
+                        stream,
+                        row.kind,
+                        row.path,
+                        task_id=row.task_id,
+                        after=row.after,
+                        size=row.size,
+                        records=row.records,
+                        created=row.created,
+                        row=row.id,
+                    )
+                    if row.kind in ("events", "spans"):
+                        op.events = [_dumps(item) for item in json.loads(row.body)]
+                        if row.kind == "spans":
+                            op.span_tasks = {json.loads(e).get("span_id", "") for e in op.events}
+                    else:
+                        op.fields = json.loads(row.body)
+                    stream.ops.append(op)
+                    self._pending += 1
+                    if op.kind == "task" and op.task_id is not None:
+                        stream.unacked[op.task_id] = stream.unacked.get(op.task_id, 0) + 1
+                self._streams[stream.key] = stream
+                self._by_run.setdefault(stream.run_id, stream)
+                self._dirty.add(stream)
+            logger.debug("taskscope: AgentOS outbox: took over %d runs", len(claimed))
+            self._wake_locked()
