@@ -23,6 +23,7 @@ from ._llm import (
     check_client,
     count,
     model_text,
+    sentinels,
     usage_counts,
 )
 
@@ -72,7 +73,7 @@ def _import(function: str) -> Any:
 
 
 def _types(anthropic: Any) -> SDKTypes:
-    return SDKTypes(anthropic.Stream, anthropic.AsyncStream, (anthropic.Omit, anthropic.NotGiven))
+    return SDKTypes(anthropic.Stream, anthropic.AsyncStream, sentinels(anthropic))
 
 
 def _targets(anthropic: Any) -> list[tuple[type, str, Operation, bool]]:

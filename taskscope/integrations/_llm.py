@@ -486,6 +486,13 @@ def usage_counts(**counts: int | None) -> dict[str, int] | None:
     return found or None
 
 
+def sentinels(sdk: Any) -> tuple[type, ...]:
+    """The SDK's "argument not given" types (``Omit`` is newer than ``NotGiven``)."""
+    return tuple(
+        kind for kind in (getattr(sdk, "Omit", None), getattr(sdk, "NotGiven", None)) if kind
+    )
+
+
 def model_text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 

@@ -22,6 +22,7 @@ from ._llm import (
     check_client,
     count,
     model_text,
+    sentinels,
     usage_counts,
 )
 
@@ -70,7 +71,7 @@ def _import(function: str) -> Any:
 
 
 def _types(openai: Any) -> SDKTypes:
-    return SDKTypes(openai.Stream, openai.AsyncStream, (openai.Omit, openai.NotGiven))
+    return SDKTypes(openai.Stream, openai.AsyncStream, sentinels(openai))
 
 
 def _targets(openai: Any) -> list[tuple[type, str, Operation, bool]]:
@@ -78,7 +79,7 @@ def _targets(openai: Any) -> list[tuple[type, str, Operation, bool]]:
     from openai.resources.embeddings import AsyncEmbeddings, Embeddings
     from openai.resources.responses import AsyncResponses, Responses
 
-    omitted = (openai.Omit, openai.NotGiven)
+    omitted = sentinels(openai)
 
     def ask_for_usage(kwargs: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         # Only when the caller said nothing about stream_options: their choice stands.
