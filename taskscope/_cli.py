@@ -1,27 +1,32 @@
 """The ``taskscope`` command: list the local store's runs, draw one, export one.
 
 Problems a user can fix (no store yet, an unknown run id, a foreign file) are one line on
-stderr and exit code 1; usage mistakes are argparse's, exit code 2. Never a traceback.
+stderr and exit code 1; usage mistakes are argparse's, exit code 2. Never a traceback, whatever
+the output's encoding (issue 17): text that the encoding cannot hold is printed as ``?``, and
+JSON is kept lossless with ``\\uXXXX`` escapes.
 """
 
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import os
+import re
 import sqlite3
 import sys
 from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from . import __version__, _store
 from ._errors import ConfigurationError
 from ._model import record_to_dict
-from ._timeline import MAX_SIBLINGS, Timeline, format_duration
+from ._timeline import MAX_DEPTH, MAX_SIBLINGS, ReplacingWriter, Timeline, format_duration
 
 EXIT_PROBLEM = 1
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 class _Problem(Exception):
@@ -62,6 +67,25 @@ def _resolve(connection: sqlite3.Connection, path: Path, wanted: str) -> _store.
     return stored
 
 
+def _json_text(value: Any, out: TextIO, **options: Any) -> str:
+    """``value`` as JSON that ``out`` can always hold, losing nothing.
+
+    Readable text on a UTF-8 output; ``\\uXXXX`` escapes for every non-ASCII character on any
+    other (JSON read by other programs should be UTF-8, and ASCII is) and wherever a lone
+    surrogate, which no encoding holds, is in the text.
+    """
+    encoding = getattr(out, "encoding", None) or "utf-8"
+    try:
+        utf8 = codecs.lookup(encoding).name == "utf-8"
+    except LookupError:
+        utf8 = False
+    if utf8:
+        text = json.dumps(value, ensure_ascii=False, default=str, **options)
+        if text.isascii() or _LONE_SURROGATE.search(text) is None:
+            return text
+    return json.dumps(value, ensure_ascii=True, default=str, **options)
+
+
 def _cmd_runs(args: argparse.Namespace, out: TextIO) -> None:
     path, connection = _open(args)
     with closing(connection):
@@ -94,9 +118,15 @@ def _cmd_show(args: argparse.Namespace, out: TextIO) -> None:
             "tasks": [record_to_dict(task) for task in stored.tasks],
             "events": [record_to_dict(event) for event in stored.events],
         }
-        out.write(json.dumps(document, ensure_ascii=False, indent=2, default=str) + "\n")
+        out.write(_json_text(document, out, indent=2) + "\n")
         return
-    timeline = Timeline(stored.run, stored.tasks, stored.events, max_siblings=args.max_siblings)
+    timeline = Timeline(
+        stored.run,
+        stored.tasks,
+        stored.events,
+        max_siblings=args.max_siblings,
+        max_depth=args.max_depth,
+    )
     timeline.write(out, colour=False if args.no_color else None)
 
 
@@ -105,7 +135,7 @@ def _cmd_export(args: argparse.Namespace, out: TextIO) -> None:
     with closing(connection):
         stored = _resolve(connection, path, args.run)
     for record in stored.records():
-        out.write(json.dumps(record_to_dict(record), ensure_ascii=False, default=str) + "\n")
+        out.write(_json_text(record_to_dict(record), out) + "\n")
 
 
 def _cmd_ui(args: argparse.Namespace, out: TextIO) -> None:
@@ -185,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"show at most N children per task before collapsing ({MAX_SIBLINGS}; 0: all)",
     )
+    show.add_argument(
+        "--max-depth",
+        type=int,
+        default=MAX_DEPTH,
+        metavar="N",
+        help=f"draw tasks at most N levels deep, then one line for the rest ({MAX_DEPTH}; 0: all)",
+    )
     show.add_argument("--no-color", action="store_true", help="plain text even on a terminal")
     show.set_defaults(handler=_cmd_show)
 
@@ -225,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "limit", 1) < 1:
         build_parser().error("--limit must be at least 1")
-    out = sys.stdout
+    out: Any = ReplacingWriter(sys.stdout)
     try:
         args.handler(args, out)
         sys.stdout.flush()

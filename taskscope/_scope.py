@@ -18,7 +18,7 @@ from ._internal import internal_error, warn_once
 from ._model import ErrorInfo
 
 _set_task = _context.current_task_var.set
-_reset_task = _context.reset_task
+_reset_task = _context.current_task_var.reset
 
 
 class Frame:
@@ -48,7 +48,10 @@ class Frame:
             task = self.task
             _live.exit(task._live if task is not None else self.run._live, live_tokens)
         if task_token is not None:
-            _reset_task(task_token, self.task)
+            try:  # inline: this runs at every step of a generator and every coroutine
+                _reset_task(task_token)
+            except ValueError:  # made in another Context: see taskscope._context
+                _context.reset_task(task_token, self.task)
         if run_tokens is not None:
             _context.deactivate_run(run_tokens)
 

@@ -2,16 +2,19 @@
 
 The task tree (by ``parent_id``) in sequence order, each task with its status symbol, duration
 and a bar on the run's time axis, errors under failed tasks and events under their task. Long
-sibling lists are collapsed so a 5,000-task run fits on a screen. Lines are built as styled
-segments; plain text ignores the styles, and ``rich`` (when installed and colour is wanted)
-paints them.
+sibling lists are collapsed so a 5,000-task run fits on a screen, and branches deeper than
+``MAX_DEPTH`` are cut with a marker, so a 10,000-deep chain does too; the tree is walked with a
+stack of its own, never by recursion (issue 17: a tree deeper than ~990 raised RecursionError).
+Lines are built as styled segments; plain text ignores the styles, and ``rich`` (when installed
+and colour is wanted) paints them. Text goes out in the stream's own encoding: what it cannot
+hold becomes ``?``, never a ``UnicodeEncodeError``.
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
 from ._model import EventRecord, RunRecord, TaskRecord
@@ -35,6 +38,8 @@ STYLES = {
 BAR_WIDTH = 40
 LABEL_WIDTH = 34
 MAX_SIBLINGS = 20
+MAX_DEPTH = 50
+INDENT_LEVELS = 10  # deeper levels keep this indent and print their level number instead
 VALUE_WIDTH = 200
 
 Segment = tuple[str, str | None]
@@ -89,9 +94,11 @@ class Timeline:
         events: Iterable[EventRecord],
         *,
         max_siblings: int = MAX_SIBLINGS,
+        max_depth: int = MAX_DEPTH,
     ) -> None:
         self.run = run
         self.max_siblings = max_siblings if max_siblings > 0 else 1 << 62
+        self.max_depth = max_depth if max_depth > 0 else 1 << 62
         self.tasks = [task for task in tasks if task.run_id == run.id]
         self.events = [event for event in events if event.run_id == run.id]
         # Children (tasks and events) of each task; None is the run itself. A task whose
@@ -126,7 +133,7 @@ class Timeline:
         out.append(self._row(label, run.status, run.start_ns, self.end_ns, ""))
         if run.error is not None:
             out.append([(f"  error: {self._error_text(run.error.type, run.error.message)}", "red")])
-        self._below(None, 1, out)
+        self._below(None, out)
         if run.output is not None:
             out.append([(f"output: {_shorten(str(run.output))}", None)])
         if run.usage:
@@ -144,24 +151,19 @@ class Timeline:
             f"{len(self.events):,} events"
         )
 
-    def _below(self, parent_id: str | None, depth: int, out: list[Line]) -> None:
-        entries = self.below.get(parent_id)
-        if not entries:
-            return
-        indent = "  " * depth
-        shown: Sequence[TaskRecord | EventRecord] = entries
-        hidden: list[TaskRecord | EventRecord] = []
-        if len(entries) > self.max_siblings:
-            # Keep the first ones and every failure: where it failed must stay visible.
-            shown = []
-            for index, entry in enumerate(entries):
-                if index < self.max_siblings or (
-                    type(entry) is TaskRecord and entry.status == "failed"
-                ):
-                    shown.append(entry)
-                else:
-                    hidden.append(entry)
-        for entry in shown:
+    def _below(self, root: str | None, out: list[Line]) -> None:
+        """Draw the tree under ``root`` depth first, with a stack instead of recursion."""
+        stack: list[tuple[Iterator[TaskRecord | EventRecord], int, Line | None]] = []
+        self._push(root, 1, stack)
+        while stack:
+            entries, depth, trailer = stack[-1]
+            entry = next(entries, None)
+            if entry is None:
+                stack.pop()
+                if trailer is not None:
+                    out.append(trailer)
+                continue
+            indent = _indent(depth)
             if type(entry) is EventRecord:
                 style = (
                     "yellow"
@@ -173,9 +175,61 @@ class Timeline:
                 out.append([(f"{indent}· {entry.type}: {describe_event(entry)}", style)])
             elif type(entry) is TaskRecord:
                 self._task(entry, indent, out)
-                self._below(entry.id, depth + 1, out)
-        if hidden:
-            out.append([(f"{indent}… {len(hidden):,} more{self._hidden_detail(hidden)}", "dim")])
+                if depth < self.max_depth:
+                    self._push(entry.id, depth + 1, stack)
+                elif self.below.get(entry.id):
+                    self._deeper(entry.id, depth + 1, out)
+
+    def _push(
+        self,
+        parent_id: str | None,
+        depth: int,
+        stack: list[tuple[Iterator[TaskRecord | EventRecord], int, Line | None]],
+    ) -> None:
+        """Put ``parent_id``'s children on the stack: all, or the first ones and every failure
+        (where it failed must stay visible) followed by a line counting the rest."""
+        entries = self.below.get(parent_id)
+        if not entries:
+            return
+        if len(entries) <= self.max_siblings:
+            stack.append((iter(entries), depth, None))
+            return
+        shown: list[TaskRecord | EventRecord] = []
+        hidden: list[TaskRecord | EventRecord] = []
+        for index, entry in enumerate(entries):
+            if index < self.max_siblings or (
+                type(entry) is TaskRecord and entry.status == "failed"
+            ):
+                shown.append(entry)
+            else:
+                hidden.append(entry)
+        more = f"{_indent(depth)}… {len(hidden):,} more{self._hidden_detail(hidden)}"
+        stack.append((iter(shown), depth, [(more, "dim")]))
+
+    def _deeper(self, parent_id: str, depth: int, out: list[Line]) -> None:
+        """One line for everything under ``parent_id``, then its deepest failure (drawn at its
+        own level), if any: where a deep chain failed must stay visible too."""
+        hidden: list[TaskRecord | EventRecord] = []
+        deepest: tuple[int, TaskRecord] | None = None
+        pending = [(parent_id, 0)]
+        while pending:
+            owner, level = pending.pop()
+            for entry in self.below.get(owner, ()):
+                hidden.append(entry)
+                if type(entry) is TaskRecord:
+                    pending.append((entry.id, level + 1))
+                    if entry.status == "failed" and (deepest is None or level >= deepest[0]):
+                        deepest = (level, entry)
+        tasks = sum(1 for entry in hidden if type(entry) is TaskRecord)
+        if tasks:
+            what = f"{tasks:,} deeper task{'s' if tasks != 1 else ''}"
+            counts = self._hidden_detail(hidden)
+        else:
+            what, counts = f"{len(hidden):,} deeper event{'s' if len(hidden) != 1 else ''}", ""
+        ending = ", the deepest failure:" if deepest is not None else ""
+        out.append([(f"{_indent(depth)}… {what} hidden{counts}{ending}", "dim")])
+        if deepest is not None:
+            self._task(deepest[1], _indent(depth + deepest[0]), out)
 
     @staticmethod
     def _hidden_detail(hidden: list[TaskRecord | EventRecord]) -> str:
@@ -229,10 +283,45 @@ class Timeline:
         """Write to ``stream``, in colour when it is a terminal and ``NO_COLOR`` is unset."""
         if colour is None:
             colour = colour_wanted(stream)
-        if colour and _write_rich(self.lines(), stream):
+        writer: Any = stream if isinstance(stream, ReplacingWriter) else ReplacingWriter(stream)
+        if colour and _write_rich(self.lines(), writer):
             return
-        stream.write(self.text())
-        stream.flush()
+        writer.write(self.text())
+        writer.flush()
+
+
+def _indent(depth: int) -> str:
+    """Two spaces a level; past ``INDENT_LEVELS`` the level's number, so names stay readable."""
+    if depth <= INDENT_LEVELS:
+        return "  " * depth
+    return f"{depth:>{2 * INDENT_LEVELS - 1}} "
+
+
+class ReplacingWriter:
+    """A text stream's stand-in whose ``write`` never raises ``UnicodeEncodeError``.
+
+    A Windows console, ``PYTHONIOENCODING=cp1252`` or a redirect to a file in a legacy encoding
+    cannot hold Chinese text, emoji or a lone surrogate read back from the store; such
+    characters are written as the encoding's replacement (``?``) instead (issue 17). Everything
+    else (``isatty``, ``encoding``, ``fileno``) is the wrapped stream's.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except UnicodeEncodeError:
+            # TextIOWrapper encodes the whole text before writing any of it: nothing is doubled.
+            encoding = getattr(self.stream, "encoding", None) or "ascii"
+            return self.stream.write(text.encode(encoding, "replace").decode(encoding))
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
 
 
 def colour_wanted(stream: Any) -> bool:

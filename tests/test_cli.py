@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -229,3 +232,149 @@ def test_python_m_taskscope_runs_the_command(store: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("✓ run ok-2 ")
+
+
+# -- any terminal, any data, any depth (issue 17) ---------------------------------------------
+
+
+def _cli(*args: str, encoding: str = "utf-8") -> subprocess.CompletedProcess[str]:
+    """`python -m taskscope ARGS` with stdout in ``encoding`` (PYTHONIOENCODING)."""
+    env = {**os.environ, "PYTHONIOENCODING": encoding}
+    return subprocess.run(
+        [sys.executable, "-m", "taskscope", *args],
+        capture_output=True,
+        text=True,
+        encoding=encoding,
+        errors="strict",
+        env=env,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def foreign_text_store(tmp_path: Path) -> tuple[Path, str]:
+    """A run with Chinese, emoji and (stored escaped, as JSON keeps it) a lone surrogate."""
+    path = tmp_path / "unicode.db"
+    with taskscope.Client([LocalStore(path)]) as client:
+        run = client.start_run(name="报告 😀", input={"q": "naïve 中文"})
+        fetch = run.start_task("抓取 🚀")
+        run.emit("note", {"text": "emoji 😀"})
+        fetch.complete({"out": "结果"})
+        run.start_task("fail").fail("错误 😀")
+        run.complete(output="完成 😀")
+    # Half an emoji, as a JSON escape: what a writer with ensure_ascii leaves in the store.
+    with closing(sqlite3.connect(path)) as connection, connection:
+        connection.execute(
+            "UPDATE tasks SET output = ? WHERE name = ?", ('{"out":"\\ud83d half"}', "抓取 🚀")
+        )
+        connection.execute(
+            "UPDATE tasks SET error = ? WHERE name = 'fail'", ('{"message":"错误 \\udc80 😀"}',)
+        )
+    return path, run.id
+
+
+def test_show_runs_and_export_on_a_cp1252_terminal(foreign_text_store: tuple[Path, str]) -> None:
+    """With stdout in cp1252, every command exits 0: text gets '?', JSON stays lossless."""
+    path, run_id = foreign_text_store
+    shown = _cli("show", "latest", "--db", str(path), encoding="cp1252")
+    assert (shown.returncode, shown.stderr) == (0, "")
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith("? run ?? ? ")
+    assert lines[1].startswith("  ? ?? ? ")
+    assert lines[2] == "  · note: {'text': 'emoji ?'}"  # "·" is in cp1252
+    assert lines[3].startswith("  ? fail ")
+    assert lines[4] == "      error: ?? ? ?"
+    assert lines[5] == "output: ?? ?"
+
+    listed = _cli("runs", "--db", str(path), encoding="cp1252")
+    assert (listed.returncode, listed.stderr) == (0, "")
+    assert listed.stdout.splitlines()[1].split()[-2:] == ["??", "?"]
+
+    exported = _cli("export", "latest", "--db", str(path), encoding="cp1252")
+    assert (exported.returncode, exported.stderr) == (0, "")
+    assert exported.stdout.isascii()
+    records = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert [r.get("name", r.get("type")) for r in records] == ["报告 😀", "抓取 🚀", "note", "fail"]
+    assert records[0]["id"] == run_id
+    assert records[0]["input"] == {"q": "naïve 中文"}
+    assert records[1]["output"] == {"out": "\ud83d half"}
+    assert records[3]["error"]["message"] == "错误 \udc80 😀"
+
+    document = _cli("show", "latest", "--json", "--db", str(path), encoding="cp1252")
+    assert (document.returncode, document.stderr) == (0, "")
+    assert json.loads(document.stdout)["run"]["output"] == "完成 😀"
+
+
+def test_a_lone_surrogate_on_a_utf8_terminal(foreign_text_store: tuple[Path, str]) -> None:
+    """UTF-8 stdout: text as is, a lone surrogate as '?', and JSON escapes only where needed."""
+    path, _ = foreign_text_store
+    shown = _cli("show", "latest", "--db", str(path))
+    assert (shown.returncode, shown.stderr) == (0, "")
+    assert shown.stdout.startswith("✓ run 报告 😀 ")
+    assert "      error: 错误 ? 😀\n" in shown.stdout
+
+    exported = _cli("export", "latest", "--db", str(path))
+    assert (exported.returncode, exported.stderr) == (0, "")
+    lines = exported.stdout.splitlines()
+    assert '"name": "报告 😀"' in lines[0]  # readable where UTF-8 can hold it
+    assert '"output": {"out": "\\ud83d half"}' in lines[1]  # escaped where it cannot
+    assert json.loads(lines[3])["error"]["message"] == "错误 \udc80 😀"
+
+
+def _deep_store(path: Path, depth: int) -> None:
+    """A run whose tasks form one chain ``depth`` deep; the deepest one failed."""
+    store = LocalStore(path)
+    tasks = [
+        taskscope.TaskRecord(
+            id=f"task-{level}",
+            run_id="deep-run",
+            parent_id=f"task-{level - 1}" if level > 1 else None,
+            name=f"level-{level}",
+            status="failed" if level == depth else "completed",
+            start_ns=level * 1_000,
+            end_ns=10_000_000_000 - level,
+            seq=level,
+            error=taskscope.ErrorInfo("bottom fell out", "ValueError") if level == depth else None,
+        )
+        for level in range(1, depth + 1)
+    ]
+    run = taskscope.RunRecord(
+        id="deep-run", name="deep", status="failed", start_ns=0, end_ns=10_000_000_000, seq=0
+    )
+    store.export([run, *tasks])
+    store.shutdown()
+
+
+def test_show_draws_a_10000_deep_tree_in_a_bounded_number_of_lines(tmp_path: Path) -> None:
+    """50 levels, then one line for the 9,950 deeper tasks and the deepest failure; exit 0."""
+    path = tmp_path / "deep.db"
+    _deep_store(path, 10_000)
+    shown = _cli("show", "latest", "--db", str(path))
+    assert (shown.returncode, shown.stderr) == (0, "")
+    lines = shown.stdout.splitlines()
+    assert len(lines) == 1 + 50 + 3 + 1
+    assert lines[1].startswith("  ✓ level-1 ")
+    assert lines[10].startswith("                    ✓ level-10 ")  # ten levels of indent
+    assert lines[11].startswith("                 11 ✓ level-11 ")  # then the level's number
+    assert lines[50].startswith("                 50 ✓ level-50 ")
+    assert lines[51] == (
+        "                 51 … 9,950 deeper tasks hidden (9,949 completed, 1 failed), "
+        "the deepest failure:"
+    )
+    assert lines[52].startswith("              10000 ✗ level-10000 ")
+    assert lines[53] == "              10000     error: ValueError: bottom fell out"
+    assert lines[54].endswith("· 10,000 tasks (9,999 completed, 1 failed) · 0 events")
+
+
+def test_max_depth_sets_the_cut_and_zero_draws_every_level(tmp_path: Path) -> None:
+    """--max-depth 2 cuts below level 2; --max-depth 0 draws all 10,000 levels, exit 0."""
+    path = tmp_path / "deep.db"
+    _deep_store(path, 10_000)
+    cut = _cli("show", "latest", "--max-depth", "2", "--db", str(path)).stdout.splitlines()
+    assert [line.split()[1] for line in cut[1:3]] == ["level-1", "level-2"]
+    assert cut[3].startswith("      … 9,998 deeper tasks hidden (")
+    everything = _cli("show", "latest", "--max-depth", "0", "--db", str(path))
+    assert everything.returncode == 0
+    lines = everything.stdout.splitlines()
+    assert len(lines) == 1 + 10_000 + 1 + 1
+    assert lines[10_000].startswith("              10000 ✗ level-10000 ")

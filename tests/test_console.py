@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import sys
 
@@ -159,3 +160,55 @@ def test_taskscope_exporters_names_console_local_and_unknown_ones(
     monkeypatch.setenv("TASKSCOPE_EXPORTERS", "local,zipkin")
     with pytest.raises(taskscope.ConfigurationError, match="does not know"):
         taskscope.Client()
+
+
+def test_a_10000_deep_tree_prints_in_a_bounded_number_of_lines() -> None:
+    """10,000 nested with blocks: no RecursionError, 50 levels then one line for the rest."""
+    stream = io.StringIO()
+    exporter = ConsoleExporter(stream)
+    with taskscope.Client([exporter], max_queue_size=50_000) as client:
+        with client.start_run(name="deep") as run, contextlib.ExitStack() as levels:
+            for level in range(1, 10_001):
+                levels.enter_context(run.task(f"level-{level}"))
+        assert client.flush()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1 + 50 + 1 + 1
+    assert lines[0].startswith("✓ run deep ")
+    assert lines[50].startswith("                 50 ✓ level-50 ")
+    assert lines[51] == "                 51 … 9,950 deeper tasks hidden (9,950 completed)"
+    assert lines[52].endswith("· 10,000 tasks (10,000 completed) · 0 events")
+
+
+def test_max_depth_counts_hidden_events_and_keeps_wide_cuts() -> None:
+    """Events alone below the cut get their own count; a wide level past it is not drawn."""
+    stream = io.StringIO()
+    exporter = ConsoleExporter(stream, max_depth=1)
+    with taskscope.Client([exporter]) as client, client.start_run(name="agent") as run:
+        with run.task("only-events"):
+            run.emit("a")
+            run.emit("b")
+        with run.task("wide"):
+            for index in range(30):
+                run.start_task(f"child-{index}").complete()
+    lines = stream.getvalue().splitlines()
+    assert lines[1].startswith("  ✓ only-events ")
+    assert lines[2] == "    … 2 deeper events hidden"
+    assert lines[3].startswith("  ✓ wide ")
+    assert lines[4] == "    … 30 deeper tasks hidden (30 completed)"
+    assert len(lines) == 6
+
+
+def test_a_stream_in_a_legacy_encoding_gets_replacement_characters() -> None:
+    """A cp1252 stream: '?' for what it cannot hold, never UnicodeEncodeError."""
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="cp1252", newline="\n")
+    with (
+        taskscope.Client([ConsoleExporter(stream)]) as client,
+        client.start_run(name="报告 😀") as run,
+    ):
+        run.start_task("naïve").fail("错误")
+    stream.flush()
+    lines = raw.getvalue().decode("cp1252").splitlines()
+    assert lines[0].startswith("? run ?? ? ")
+    assert lines[1].startswith("  ? naïve ")  # what cp1252 holds is kept
+    assert lines[2] == "      error: ??"

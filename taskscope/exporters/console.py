@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from .._model import EventRecord, Record, RunRecord, TaskRecord
-from .._timeline import MAX_SIBLINGS, Timeline
+from .._timeline import MAX_DEPTH, MAX_SIBLINGS, Timeline
 from ._base import BaseExporter
 
 # Ids of runs already printed, so their late events do not start a buffer that never ends.
@@ -33,11 +33,22 @@ class _Pending:
 
 
 class ConsoleExporter(BaseExporter):
-    """A run's timeline on ``stream`` (default: ``sys.stderr`` at the time of printing)."""
+    """A run's timeline on ``stream`` (default: ``sys.stderr`` at the time of printing).
 
-    def __init__(self, stream: TextIO | None = None, *, max_siblings: int = MAX_SIBLINGS) -> None:
+    ``max_siblings`` and ``max_depth`` bound what is drawn, as ``taskscope show``'s options do
+    (0: no bound); characters the stream's encoding cannot hold are written as ``?``.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        *,
+        max_siblings: int = MAX_SIBLINGS,
+        max_depth: int = MAX_DEPTH,
+    ) -> None:
         self.stream = stream
         self.max_siblings = max_siblings
+        self.max_depth = max_depth
         self._pending: dict[str, _Pending] = {}
         self._printed: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
@@ -66,7 +77,11 @@ class ConsoleExporter(BaseExporter):
         if len(self._printed) > _PRINTED_MEMORY:
             self._printed.popitem(last=False)
         timeline = Timeline(
-            run, pending.tasks.values(), pending.events, max_siblings=self.max_siblings
+            run,
+            pending.tasks.values(),
+            pending.events,
+            max_siblings=self.max_siblings,
+            max_depth=self.max_depth,
         )
         timeline.write(self.stream if self.stream is not None else sys.stderr)
 
