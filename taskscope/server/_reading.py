@@ -51,7 +51,7 @@ def lenient(connection: sqlite3.Connection) -> sqlite3.Connection:
     return connection
 
 
-# -- one column at a time --------------------------------------------------------------------------
+# -- one column at a time -------------------------------------------------------------------------
 
 
 def _text(value: Any, default: str = "") -> str:
@@ -130,7 +130,7 @@ def _error(value: Any) -> ErrorInfo | None:
     )
 
 
-# -- rows to records -------------------------------------------------------------------------------
+# -- rows to records ------------------------------------------------------------------------------
 
 
 def run_from_row(row: sqlite3.Row) -> RunRecord:
@@ -213,7 +213,7 @@ def break_parent_cycles(tasks: list[TaskRecord]) -> None:
         done.update(path)
 
 
-# -- queries ---------------------------------------------------------------------------------------
+# -- queries --------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
