@@ -18,7 +18,7 @@ previous value back only if our value is the current one there, and never raise.
 from __future__ import annotations
 
 from contextvars import ContextVar, Token
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._client import Run, Task
@@ -35,12 +35,9 @@ _reset_task = current_task_var.reset
 _MISSING = Token.MISSING
 
 
-class RunTokens(NamedTuple):
-    """What ``activate_run`` changed, for ``deactivate_run`` to undo."""
-
-    run_token: Token[Any]
-    task_token: Token[Any]
-    run: Run
+# What ``activate_run`` changed, for ``deactivate_run`` to undo: (run token, task token, run).
+# A plain tuple, unpacked by name where it is read: a NamedTuple cost 100 ns more per run entry.
+RunTokens = tuple[Token[Any], Token[Any], "Run"]
 
 
 def _previous(token: Token[Any]) -> Any:
@@ -62,16 +59,17 @@ def reset_task(token: Token[Any], task: Any) -> None:
 
 def activate_run(run: Run) -> RunTokens:
     """Make ``run`` current with no current task; returns the tokens for ``deactivate_run``."""
-    return RunTokens(_set_run(run), _set_task(None), run)
+    return _set_run(run), _set_task(None), run
 
 
 def deactivate_here(tokens: RunTokens) -> bool:
     """Undo ``activate_run`` if it was made in this context; False (nothing changed) if not."""
+    run_token, task_token, _ = tokens
     try:
-        _reset_task(tokens.task_token)
+        _reset_task(task_token)
     except ValueError:
         return False
-    _reset_run(tokens.run_token)  # set together with the task, so in this same context
+    _reset_run(run_token)  # set together with the task, so in this same context
     return True
 
 
@@ -79,9 +77,10 @@ def deactivate_run(tokens: RunTokens) -> None:
     """Undo ``activate_run`` in any context (see the module's docstring), without raising."""
     if deactivate_here(tokens):
         return
-    if get_current_run() is tokens.run:
-        _set_task(_previous(tokens.task_token))
-        _set_run(_previous(tokens.run_token))
+    run_token, task_token, run = tokens
+    if get_current_run() is run:
+        _set_task(_previous(task_token))
+        _set_run(_previous(run_token))
 
 
 def silence() -> RunTokens:
