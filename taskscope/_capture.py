@@ -20,7 +20,7 @@ from typing import Any
 
 from . import _accel
 from ._internal import warn_once
-from ._redact import REDACTED, Redactor
+from ._redact import REDACTED, Redactor, could_hold_secret
 
 # Values that are JSON as they are and cost nothing to keep.
 PLAIN_TYPES: frozenset[type] = frozenset({int, bool, type(None)})
@@ -56,6 +56,10 @@ class _Budget:
         self.left = left
 
 
+# How far past a cut text is scrubbed, so that a secret the cut splits is still recognised.
+_SCRUB_MARGIN = 512
+
+
 def _truncated_text(text: str, keep: int) -> str:
     return f"{text[:keep]}…[truncated {len(text) - keep} chars]"
 
@@ -67,9 +71,16 @@ class Capturer:
         self.limits = limits or CaptureLimits()
         self.redactor = redactor or Redactor()
         self._max_str = self.limits.max_string_length
-        # Strings up to this length are kept as they are by the C hot path; -1 (nothing kept
-        # without a call) when a redaction callback must see every value.
-        self.fast_str_limit = self._max_str if self.redactor.callback is None else -1
+        redactor = self.redactor
+        # Looks at each captured string for secrets by shape; None when nothing is looked for.
+        self._scrub = redactor.scrub_value if redactor.scans_values else None
+        # Strings up to this length, and without a character a secret's shape needs
+        # (could_hold_secret), are kept as they are by the C hot path; -1 (nothing kept
+        # without a call) when a redaction callback or a user's value pattern must see them.
+        every = redactor.callback is not None or redactor.scans_every_value
+        # A user's value pattern may match any string: then no dict is copied unlooked-at.
+        self._flat_ok = not redactor.scans_every_value
+        self.fast_str_limit = -1 if every else self._max_str
         # What the C copy of small flat dicts needs (see _flat_copy), read in one lookup.
         limits = self.limits
         self.flat_limits = (self.redactor._cache, limits.max_items, limits.max_bytes, self._max_str)
@@ -79,11 +90,14 @@ class Capturer:
     def value(self, value: Any) -> Any:
         """A captured copy of any value (an output, a payload, a user-given input)."""
         kind = type(value)
-        if kind in PLAIN_TYPES or (kind is str and len(value) <= self._max_str):
+        if kind in PLAIN_TYPES:
             out = value
+        elif kind is str and len(value) <= self._max_str:
+            scrub = self._scrub
+            out = value if scrub is None else scrub(value)
         else:
             out = None
-            if kind is dict:
+            if kind is dict and self._flat_ok:
                 speedups = _accel.speedups
                 if speedups is None:
                     out = self._flat_copy(value)
@@ -107,12 +121,13 @@ class Capturer:
         judged = self.redactor._cache
         budget = self.limits.max_bytes
         max_str = self._max_str
+        scans = self._scrub is not None
         for key, item in mapping.items():
             if type(key) is not str or judged.get(key) is not False:
                 return None
             kind = type(item)
             if kind is str:
-                if len(item) > max_str:
+                if len(item) > max_str or (scans and could_hold_secret(item)):
                     return None
                 budget -= len(item)
             elif kind is float:
@@ -126,9 +141,14 @@ class Capturer:
     def arguments(self, bound: dict[str, Any]) -> dict[str, Any]:
         """Capture a call's bound arguments in place; ``bound`` must be a fresh dict."""
         max_str = self._max_str
+        scrub = self._scrub
         for key, item in bound.items():
             kind = type(item)
-            if kind in PLAIN_TYPES or (kind is str and len(item) <= max_str):
+            if kind in PLAIN_TYPES:
+                continue
+            if kind is str and len(item) <= max_str:
+                if scrub is not None:
+                    bound[key] = scrub(item)
                 continue
             bound[key] = self._guarded_walk(item)
         if self.redactor.callback is not None:
@@ -137,9 +157,17 @@ class Capturer:
 
     def text(self, text: str, limit: int | None = None) -> str:
         """Scrub secrets from free text (error messages, tracebacks) and bound its length."""
-        text = self.redactor.scrub_text(text)
         keep = limit or self._max_str
-        return _truncated_text(text, keep) if len(text) > keep else text
+        if len(text) <= keep:
+            return self.redactor.scrub_text(text)
+        # Scrubbed with a margin past the cut, so a secret the cut splits is still found.
+        head = self.redactor.scrub_text(text[: keep + _SCRUB_MARGIN])[:keep]
+        return f"{head}…[truncated {len(text) - keep} chars]"
+
+    def label(self, text: str) -> str:
+        """A short string taskscope records as given (an event type, a tag), scrubbed."""
+        scrub = self._scrub
+        return text if scrub is None else scrub(text)
 
     # -- the walk -------------------------------------------------------------------------
 
@@ -178,8 +206,15 @@ class Capturer:
 
     def _string(self, text: str, budget: _Budget) -> str:
         keep = min(self._max_str, max(budget.left, 0))
+        scrub = self._scrub
         if len(text) > keep:
-            text = _truncated_text(text, keep)
+            if scrub is not None:  # with a margin past the cut: a secret it splits is found
+                head = scrub(text[: keep + _SCRUB_MARGIN])[:keep]
+                text = f"{head}…[truncated {len(text) - keep} chars]"
+            else:
+                text = _truncated_text(text, keep)
+        elif scrub is not None:
+            text = scrub(text)
         budget.left -= len(text) + 2
         return text
 
@@ -222,6 +257,9 @@ class Capturer:
             out: list[Any] = []
             limit = self.limits.max_items
             total = len(value)
+            if total == 2 and self._is_secret_pair_name(value):
+                # ("Authorization", "Bearer …"): a header list's pair, named by its first item.
+                return [self._walk(next(iter(value)), depth + 1, budget, path), REDACTED]
             for count, item in enumerate(value):
                 if count >= limit or budget.left <= 0:
                     out.append(f"…[truncated {total - count} items]")
@@ -231,6 +269,14 @@ class Capturer:
             return out
         finally:
             path.discard(id(value))
+
+    def _is_secret_pair_name(self, pair: Any) -> bool:
+        if type(pair) is not tuple and type(pair) is not list:
+            return False
+        name = pair[0]
+        if type(name) is bytes:
+            name = name.decode("latin-1")
+        return type(name) is str and len(name) <= 80 and self.redactor.is_secret_key(name)
 
     def _fields(self, value: Any, names: Any, depth: int, budget: _Budget, path: set[int]) -> Any:
         """An object shown as its named fields, read lazily so big objects stay cheap."""
@@ -264,7 +310,10 @@ class Capturer:
         if isinstance(value, float):
             return self._walk(float(value), depth, budget, path)
         if isinstance(value, (bytes, bytearray, memoryview)):
-            return _bytes(value, budget)
+            preview = _bytes(value, budget)
+            if self._scrub is not None:
+                preview["preview"] = self._scrub(preview["preview"])
+            return preview
         if isinstance(value, tuple) and hasattr(kind, "_fields"):  # named tuple
             return self._fields(value, kind._fields, depth, budget, path)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):

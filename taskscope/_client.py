@@ -158,11 +158,12 @@ class Task(_TaskFields):
         or the block exits, so its return value or ``output`` is still recorded.
         """
         if self._managed and self.status == "running":
-            self._skip_reason = reason or ""
+            self._skip_reason = settings.capturer.text(reason) if reason else ""
             return
         self._check_open("skip")
         if reason:
-            self.metadata["skip_reason"] = reason
+            # Free text, like a fail() message: secrets written into it are scrubbed.
+            self.metadata["skip_reason"] = settings.capturer.text(reason)
         self._end("skipped", None, None)
 
     # -- the recording core ---------------------------------------------------------------
@@ -177,6 +178,8 @@ class Task(_TaskFields):
     def _end(self, status: str, output: Any, error: ErrorInfo | PendingError | None) -> None:
         self.status = status
         meta = self._metadata
+        if meta:  # what the body wrote into task.metadata is captured (and redacted) too
+            meta = _captured_metadata(meta)
         end_ns = _time_ns()
         self.run._put((TASK_END, self, status, output, error, end_ns, dict(meta) if meta else None))
         if self._live:
@@ -373,6 +376,7 @@ class Run:
                 task = None
             if type.__class__ is not str:
                 type = str(type)
+            type = settings.capturer.label(type)
             occurred_ns = _time_ns()
             self._put((EVENT, self, task, type, level, captured, occurred_ns, _next_number()))
             if self._live:
@@ -642,12 +646,13 @@ class Client:
             current = _context.get_current_run()
             if current is not None and current.recording:
                 parent_run_id = current.id
+        label = settings.capturer.label
         run = Run(
             self,
             name or "run",
             settings.capturer.value(input),
             metadata=meta,
-            tags=tags,
+            tags=[label(tag) if type(tag) is str else tag for tag in tags],
             external_run_id=external_run_id,
             parent_run_id=parent_run_id,
         )

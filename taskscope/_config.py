@@ -134,6 +134,8 @@ def configure(
     redact_patterns: Iterable[str] | None = None,
     redact_callback: RedactCallback | None = _UNSET,
     default_redaction: bool | None = None,
+    redact_shapes: bool | None = None,
+    redact_value_patterns: Iterable[str] | None = None,
 ) -> None:
     """Change process-wide settings; only the arguments given change.
 
@@ -141,7 +143,9 @@ def configure(
     ``@taskscope.run``); ``None`` means "from the environment". ``redact_patterns`` are
     regular expressions for secret keys, added to the defaults unless
     ``default_redaction=False``; ``redact_callback`` gets every captured value and returns
-    what to record.
+    what to record. ``redact_shapes=False`` stops looking for secrets by their shape in captured
+    text; ``redact_value_patterns`` are regular expressions for secrets in any text (see
+    docs/capture-and-redaction.md).
     """
     global _default_client
     if settings.env_problem is not None:
@@ -159,6 +163,8 @@ def configure(
         or redact_patterns is not None
         or redact_callback is not _UNSET
         or default_redaction is not None
+        or redact_shapes is not None
+        or redact_value_patterns is not None
     ):
         old = settings.capturer
         redactor = old.redactor
@@ -168,6 +174,12 @@ def configure(
                 redactor.patterns if redact_patterns is None else tuple(redact_patterns),
                 redactor.callback if redact_callback is _UNSET else redact_callback,
                 defaults=redactor.defaults if default_redaction is None else default_redaction,
+                shapes=redactor.shapes if redact_shapes is None else redact_shapes,
+                value_patterns=(
+                    redactor.value_patterns
+                    if redact_value_patterns is None
+                    else tuple(redact_value_patterns)
+                ),
             ),
         )
     if exporters is not _UNSET:

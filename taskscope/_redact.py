@@ -1,8 +1,19 @@
-"""Redaction: which keys hold secrets, and scrubbing secrets out of free text.
+"""Redaction: which keys hold secrets, and secrets recognised by their shape inside text.
 
-Keys are matched anywhere in the name, case-insensitively. ``token`` is matched only where it
-names a credential: counts and settings such as ``input_tokens``, ``max_tokens``,
-``token_count`` or ``tokenizer`` are data an agent's timeline needs, not secrets.
+By key: a value under a key that names a credential (``api_key``, ``Authorization``,
+``GITHUB_PAT``) is replaced by ``[REDACTED]``. A key is split into words (``X-Api-Key`` → x, api,
+key; ``refreshToken`` → refresh, token) and judged by its words, so that ``author``,
+``keyboard``, ``monkey`` and ``token_count`` are data, not secrets.
+
+By shape: text that carries a secret in a form one can recognise (``postgres://ada:pw@db``,
+``?api_key=…``, ``Authorization: Bearer …``, ``--password=…``, ``{"password": "…"}``) keeps its
+words and loses the secret part, wherever the text is recorded: a captured value, a tag, an
+event type, an error message, a traceback.
+
+Every captured string passes here on the caller's thread, so the shape check starts with
+``could_hold_secret``, one pass over the characters: only text with ``=``, ``:``, ``@``, ``--``,
+a quote followed by a comma, or the letters ``bearer``/``basic`` goes on to the regular
+expressions. The C hot path (``_speedups.c``) has the same test; tests hold the two together.
 """
 
 from __future__ import annotations
@@ -11,27 +22,163 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from . import _accel
+
 REDACTED = "[REDACTED]"
 REDACTION_FAILED = "[REDACTED: the redaction callback raised]"
 
-DEFAULT_KEY_PATTERNS: tuple[str, ...] = (
-    r"passw(?:or)?d",
-    r"secret(?!ary)",
-    r"token(?!s|iz|[-_ ]?(?:count|usage|limit|budget|type|ids?\b))",
-    r"api[-_ ]?key",
-    r"authorization",
-    r"cookie",
-    r"credential",
-    r"private[-_ ]?key",
-)
+# The shortest text a shape can hide a secret in: ``pw=x``.
+MIN_SHAPE_LENGTH = 4
 
 _CACHE_LIMIT = 4096
 
 RedactCallback = Callable[[Any], Any]
 
+# -- secret keys --------------------------------------------------------------------------
+
+# Found anywhere in the key once its separators are gone (``PGPASSWORD``, ``X-Api-Key``,
+# ``JSESSIONID``, ``client_secret``); ``secretary`` and ``secretariat`` are not secrets.
+_SECRET_PARTS = re.compile(
+    r"passw|passphrase|credential|apikey|privatekey|secretkey|accesskey|authorization|cookie"
+    r"|sess(?:ion)?id|(?:access|refresh|auth|api|bearer|session|csrf|xsrf)tokens?"
+    r"|secret(?!ar)"
+)
+# Whole words that are credentials on their own.
+_SECRET_WORDS = frozenset({"pwd", "pw", "auth", "bearer", "jwt"})
+# A last word that makes the key describe a secret rather than hold one: ``token_count``,
+# ``auth_type``, ``secret_name``, ``password_length``, ``session_id``, ``token_url``.
+_DESCRIPTORS = frozenset(
+    {
+        "at", "budget", "count", "counts", "enabled", "endpoint", "expires", "expiry", "field",
+        "file", "format", "id", "ids", "in", "index", "kind", "len", "length", "limit", "limits",
+        "method", "methods", "name", "names", "path", "policy", "provider", "required",
+        "scheme", "size", "ttl", "type", "types", "uri", "url", "urls", "usage", "version",
+    }
+)  # fmt: skip
+# ``token`` after one of these is a model's token, not a credential: ``max_token``,
+# ``eos_token``, ``next_token``.
+_MODEL_TOKEN_WORDS = frozenset(
+    {
+        "bos", "cache", "cached", "cls", "completion", "end", "eos", "first", "input", "last",
+        "mask", "max", "min", "n", "new", "next", "num", "output", "pad", "per", "prompt",
+        "reasoning", "sep", "special", "start", "stop", "total", "unk",
+    }
+)  # fmt: skip
+# ``tokens`` is a count (``input_tokens``) unless one of these says whose tokens they are.
+_CREDENTIAL_OWNERS = frozenset(
+    {
+        "access", "api", "app", "auth", "bearer", "bot", "client", "csrf", "github", "gitlab",
+        "hf", "id", "npm", "oauth", "personal", "pypi", "refresh", "secret", "service",
+        "session", "slack", "user", "xsrf",
+    }
+)  # fmt: skip
+# ``key`` after one of these is a credential (``private_key``, ``AccountKey``); ``cache_key``,
+# ``sort_key`` and ``primary_key`` are not.
+_KEY_OWNERS = frozenset(
+    {
+        "access", "account", "api", "app", "auth", "client", "consumer", "crypto", "deploy",
+        "encryption", "gpg", "hmac", "license", "master", "pgp", "private", "rsa", "secret",
+        "service", "session", "shared", "signing", "ssh", "storage", "subscription", "webhook",
+    }
+)  # fmt: skip
+_WORDS = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+
+
+def key_words(key: str) -> list[str]:
+    """``OPENAI_API_KEY`` → openai, api, key; ``refreshToken`` → refresh, token."""
+    return [word.lower() for word in _WORDS.findall(key)]
+
+
+def is_default_secret_key(key: str) -> bool:
+    """Whether the default rules call ``key`` a secret (see the module docstring)."""
+    words = key_words(key)
+    if not words:
+        return False
+    last = len(words) - 1
+    if last and words[last] in _DESCRIPTORS:
+        return False
+    if _SECRET_PARTS.search("".join(words)):
+        return True
+    for index, word in enumerate(words):
+        before = words[index - 1] if index else ""
+        if word in _SECRET_WORDS:
+            return True
+        if word == "token":
+            after = words[index + 1] if index < last else ""
+            if after not in _DESCRIPTORS and before not in _MODEL_TOKEN_WORDS:
+                return True
+        elif word == "tokens":
+            if before in _CREDENTIAL_OWNERS:
+                return True
+        elif word == "key":
+            # An environment variable's name in capitals ending in _KEY (STRIPE_KEY) is a key.
+            if before in _KEY_OWNERS or (index == last and last and key.isupper()):
+                return True
+        elif word in ("pat", "session") and index == last and (last or word == "session"):
+            # GITHUB_PAT (a personal access token); a session last (flask_session).
+            return True
+    return False
+
+
+# -- secrets by shape ---------------------------------------------------------------------
+
+# ASCII case-insensitive on purpose: the C twin folds only ASCII, and Python's IGNORECASE would
+# also fold a few other letters (the long s, the Kelvin sign) into these words.
+_HINT = re.compile(r"[=:@]|--|['\"],|[Bb][Ee][Aa][Rr][Ee][Rr]|[Bb][Aa][Ss][Ii][Cc]")
+
+
+def _could_hold_secret_py(text: str) -> bool:
+    return len(text) >= MIN_SHAPE_LENGTH and _HINT.search(text) is not None
+
+
+# The C twin is the same test, about five times faster than the regular expression.
+could_hold_secret: Callable[[str], bool] = getattr(
+    _accel.compiled, "could_hold_secret", _could_hold_secret_py
+)
+
+# scheme://user:password@ (and scheme://long-token@, GitHub's way of putting a token in a URL).
+_URL_USERINFO = re.compile(
+    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://(?P<user>[^\s:/?#@'\"<>]*):)"
+    r"(?P<secret>[^\s/?#'\"<>]+)@"
+    r"|(?P<head2>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<token>[A-Za-z0-9_~.-]{20,})@"
+)
+# ("Authorization", "Bearer …") written out: a header pair in a repr or a JSON list, in its
+# own brackets (so that a JSON object's value and next key are not taken for a pair).
+_QUOTED_PAIR = re.compile(
+    r"""[(\[][ \t]*b?(?P<q>["'])(?P<key>[\w.-]{2,80})(?P=q),[ \t]*b?(?P<vq>["'])"""
+    r"""(?P<secret>(?:\\.|(?!(?P=vq))[^\\\n])*)(?P=vq)[ \t]*[)\]]"""
+)
+# curl's -u user:password
+_CURL_USER = re.compile(r"(?<![\w-])(?:-u|--user)[ \t]*[\"']?[^\s:'\"]+:(?P<secret>[^\s'\"]+)")
+# --password hunter2 (the --password=hunter2 form is a key=value pair)
+_FLAG = re.compile(
+    r"""(?<![\w-])--(?P<key>[A-Za-z][\w-]*)[ \t]+"""
+    r"""(?P<secret>"(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|[^\s'"-][^\s'"]*)"""
+)
+# key=value, key: value, "key": "value", key = 'value', key := value
+_PAIR_KEY = re.compile(r"(?<!\w)(?P<key>[A-Za-z_][\w.-]*)(?:\\?[\"'])?[ \t]*(?:==|:=|[:=])[ \t]*")
+_SCHEME = re.compile(r"(?ai:bearer|basic|token|digest|negotiate|ntlm)[ \t]+")
+_PLAIN_VALUE = re.compile(r"[^\s,;&'\"<>()\[\]{}]+")
+_HEADER_VALUE = re.compile(r"[^\r\n'\"]*")
+_SCHEME_VALUE = re.compile(r"[^\s,;'\"]+")
+# A credential after Bearer (any token of 8 or more) or Basic (base64, which has a capital or a
+# digit after its first character: "Basic dXNlcjpwYXNz", not "Basic Authentication").
+_BEARER = re.compile(
+    r"\b(?P<scheme>[Bb][Ee][Aa][Rr][Ee][Rr][ \t]+)(?P<secret>[A-Za-z0-9._~+/-]{8,}=*)"
+    r"|\b(?P<scheme2>Basic[ \t]+)(?P<secret2>[A-Za-z0-9+/][a-z]*[A-Z0-9+/][A-Za-z0-9+/]{2,}=*)"
+)
+_CLOSERS = {"{": "}", "[": "]", "(": ")"}
+
 
 class Redactor:
-    """Decides which keys are secret and scrubs secrets that appear inside text."""
+    """Decides which keys are secret and scrubs secrets out of text.
+
+    ``patterns`` are regular expressions for more secret keys, searched in the key as written;
+    ``value_patterns`` are regular expressions for secrets in any text (the whole match, or its
+    ``secret`` group, is replaced). ``defaults=False`` drops the default key rules;
+    ``shapes=False`` stops scanning captured values (free text taskscope writes itself, error
+    messages and tracebacks, is still scrubbed).
+    """
 
     def __init__(
         self,
@@ -39,27 +186,24 @@ class Redactor:
         callback: RedactCallback | None = None,
         *,
         defaults: bool = True,
+        shapes: bool = True,
+        value_patterns: Iterable[str] = (),
     ) -> None:
         self.patterns = tuple(patterns)
         self.defaults = defaults
         self.callback = callback
-        all_patterns = (*(DEFAULT_KEY_PATTERNS if defaults else ()), *self.patterns)
-        self._key_re: re.Pattern[str] | None = (
-            re.compile("|".join(f"(?:{p})" for p in all_patterns), re.IGNORECASE)
-            if all_patterns
+        self.shapes = shapes
+        self.value_patterns = tuple(value_patterns)
+        self._user_key_re = (
+            re.compile("|".join(f"(?:{p})" for p in self.patterns), re.IGNORECASE)
+            if self.patterns
             else None
         )
-        self._text_re = (
-            re.compile(
-                r"(?P<key>[\"']?[\w.-]*(?:"
-                + "|".join(f"(?:{p})" for p in all_patterns)
-                + r")[\w.-]*[\"']?)(?P<sep>\s*[:=]\s*)(?P<value>\"[^\"]*\"|'[^']*'|"
-                r"(?:Bearer|Basic|Token)\s+\S+|[^\s,;&)}\]]+)",
-                re.IGNORECASE,
-            )
-            if all_patterns
-            else None
-        )
+        self._value_res = tuple(re.compile(p) for p in self.value_patterns)
+        # Whether captured strings are looked at at all; with value patterns every string is,
+        # since a user's pattern (``sk-[A-Za-z0-9]{20,}``) needs none of the hint characters.
+        self.scans_values = shapes or bool(self._value_res)
+        self.scans_every_value = bool(self._value_res)
         self._cache: dict[str, bool] = {}
 
     def is_secret_key(self, key: str) -> bool:
@@ -67,17 +211,27 @@ class Redactor:
         known = self._cache.get(key)
         if known is not None:
             return known
-        secret = self._key_re is not None and self._key_re.search(key) is not None
+        secret = (self.defaults and is_default_secret_key(key)) or (
+            self._user_key_re is not None and self._user_key_re.search(key) is not None
+        )
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
         self._cache[key] = secret
         return secret
 
+    def scrub_value(self, text: str) -> str:
+        """A captured string with the secrets in it replaced (cheap when it holds none)."""
+        if self._value_res:
+            text = self._user_values(text)
+        if self.shapes and could_hold_secret(text):
+            return self._shapes(text)
+        return text
+
     def scrub_text(self, text: str) -> str:
-        """Replace ``api_key=…``, ``"password": "…"`` and bearer credentials inside text."""
-        if self._text_re is not None and ("=" in text or ":" in text):
-            text = self._text_re.sub(_keep_key, text)
-        return _BEARER_RE.sub(r"\1 [REDACTED]", text)
+        """Free text (an error message, a traceback, a reason) with its secrets replaced."""
+        if self._value_res:
+            text = self._user_values(text)
+        return self._shapes(text) if could_hold_secret(text) else text
 
     def apply_callback(self, value: Any) -> Any:
         """Run the user's callback; if it raises, drop the value rather than send it raw."""
@@ -94,9 +248,152 @@ class Redactor:
             )
             return REDACTION_FAILED
 
+    # -- the shapes -----------------------------------------------------------------------
 
-_BEARER_RE = re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE)
+    def _user_values(self, text: str) -> str:
+        for pattern in self._value_res:
+            text = pattern.sub(_replace_secret_group, text)
+        return text
+
+    def _shapes(self, text: str) -> str:
+        if "://" in text:
+            text = _URL_USERINFO.sub(_url_replacement, text)
+        if "'," in text or '",' in text:
+            text = _QUOTED_PAIR.sub(self._quoted_pair, text)
+        if "-" in text:
+            text = _CURL_USER.sub(_replace_secret_group, text)
+            if "--" in text:
+                text = _FLAG.sub(self._flag, text)
+        if "=" in text or ":" in text:
+            text = self._pairs(text)
+        return _BEARER.sub(_bearer_replacement, text)
+
+    def _quoted_pair(self, match: re.Match[str]) -> str:
+        if not self.is_secret_key(match.group("key")):
+            return match.group(0)
+        return _replace_group(match, "secret", REDACTED)
+
+    def _flag(self, match: re.Match[str]) -> str:
+        if not self.is_secret_key(match.group("key")):
+            return match.group(0)
+        value = match.group("secret")
+        quote = value[0] if value[0] in "\"'" else ""
+        return _replace_group(match, "secret", f"{quote}{REDACTED}{quote}")
+
+    def _pairs(self, text: str) -> str:
+        """Every ``key<sep>value`` whose key is secret, value replaced; other pairs untouched.
+
+        A pair whose key is not secret is skipped only up to its separator, so a pair inside
+        its value (``config={"password": "x"}``) is still found.
+        """
+        parts: list[str] = []
+        copied = position = 0
+        search = _PAIR_KEY.search
+        while (match := search(text, position)) is not None:
+            start = position = match.end()
+            if start >= len(text):
+                break
+            key = match.group("key")
+            if not self.is_secret_key(key):
+                continue
+            header = "authorization" in key.lower() or "cookie" in key.lower()
+            end, replacement = _value_span(text, start, header)
+            if end == start:
+                continue
+            parts.append(text[copied:start])
+            parts.append(replacement)
+            copied = position = end
+        if not parts:
+            return text
+        parts.append(text[copied:])
+        return "".join(parts)
 
 
-def _keep_key(match: re.Match[str]) -> str:
-    return f"{match.group('key')}{match.group('sep')}{REDACTED}"
+def _value_span(text: str, start: int, header: bool) -> tuple[int, str]:
+    """Where the value that starts at ``start`` ends, and what replaces it."""
+    first = text[start]
+    if first in "\"'":
+        end = _closing_quote(text, start + 1, first)
+        return (end + 1, f"{first}{REDACTED}{first}") if end >= 0 else _to_line_end(text, start)
+    if first == "\\" and text[start + 1 : start + 2] in ('"', "'"):
+        quote = text[start : start + 2]
+        end = text.find(quote, start + 2)
+        return (end + 2, f"{quote}{REDACTED}{quote}") if end >= 0 else _to_line_end(text, start)
+    if first in _CLOSERS:
+        return _bracketed_end(text, start), REDACTED
+    scheme = _SCHEME.match(text, start)
+    if scheme is not None:
+        value = (_HEADER_VALUE if header else _SCHEME_VALUE).match(text, scheme.end())
+        if value is not None and value.end() > scheme.end():
+            return value.end(), f"{scheme.group(0)}{REDACTED}"
+    value = (_HEADER_VALUE if header else _PLAIN_VALUE).match(text, start)
+    if value is None:
+        return start, ""
+    end = value.end()
+    while header and end > start and text[end - 1] in " \t":
+        end -= 1
+    return end, REDACTED
+
+
+def _closing_quote(text: str, position: int, quote: str) -> int:
+    while position < len(text):
+        char = text[position]
+        if char == "\\":
+            position += 2
+            continue
+        if char == quote:
+            return position
+        if char == "\n":
+            return -1
+        position += 1
+    return -1
+
+
+def _to_line_end(text: str, start: int) -> tuple[int, str]:
+    end = text.find("\n", start)
+    return (len(text) if end < 0 else end), REDACTED
+
+
+def _bracketed_end(text: str, start: int) -> int:
+    """The end of ``{…}``, ``[…]`` or ``(…)`` at ``start``, quotes respected; else the line's."""
+    stack: list[str] = []
+    position = start
+    while position < len(text):
+        char = text[position]
+        if char in _CLOSERS:
+            stack.append(_CLOSERS[char])
+        elif stack and char == stack[-1]:
+            stack.pop()
+            if not stack:
+                return position + 1
+        elif char in "\"'":
+            closing = _closing_quote(text, position + 1, char)
+            if closing >= 0:
+                position = closing
+        elif char == "\n":
+            break
+        position += 1
+    return position
+
+
+def _replace_group(match: re.Match[str], group: str, replacement: str) -> str:
+    whole = match.group(0)
+    offset = match.start(0)
+    return whole[: match.start(group) - offset] + replacement + whole[match.end(group) - offset :]
+
+
+def _replace_secret_group(match: re.Match[str]) -> str:
+    if "secret" in match.re.groupindex and match.group("secret") is not None:
+        return _replace_group(match, "secret", REDACTED)
+    return REDACTED
+
+
+def _url_replacement(match: re.Match[str]) -> str:
+    if match.group("head") is not None:
+        return f"{match.group('head')}{REDACTED}@"
+    return f"{match.group('head2')}{REDACTED}@"
+
+
+def _bearer_replacement(match: re.Match[str]) -> str:
+    scheme = match.group("scheme") or match.group("scheme2")
+    return f"{scheme}{REDACTED}"

@@ -177,15 +177,85 @@ report_internal(PyObject *kind)
     return 0;
 }
 
-/* A value the capturer keeps as it is: None, bool, int, or a str within the length limit.
- * A negative limit (a redaction callback is set) keeps nothing. */
+/* -- could_hold_secret: the cheap test before redaction by shape ---------------------------- */
+
+/* Whether a str could hold a secret by its shape: at least 4 characters with one of = : @,
+ * "--", a quote followed by a comma, or the letters bearer/basic in any ASCII case. The twin
+ * of taskscope._redact._could_hold_secret_py (tests hold the two together): text that passes
+ * goes to Python's redactor; text that does not is kept as it is, without a call. */
+enum { HINT_NONE, HINT_HIT, HINT_DASH, HINT_QUOTE, HINT_B };
+static unsigned char hint_table[128];
+
+static void
+init_hint_table(void)
+{
+    hint_table['='] = hint_table[':'] = hint_table['@'] = HINT_HIT;
+    hint_table['-'] = HINT_DASH;
+    hint_table['\''] = hint_table['"'] = HINT_QUOTE;
+    hint_table['b'] = hint_table['B'] = HINT_B;
+}
+
+/* The character at j in lower case, for ASCII letters (other characters never become one). */
+#define LOWER_AT(s, j) ((Py_UCS4)(s)[j] | 0x20)
+/* Whether "earer" or "asic" follows position i, in any ASCII case. */
+#define BEARER_OR_BASIC(s, length, i)                                                      \
+    ((i + 5 < length && LOWER_AT(s, i + 1) == 'e' && LOWER_AT(s, i + 2) == 'a' &&          \
+      LOWER_AT(s, i + 3) == 'r' && LOWER_AT(s, i + 4) == 'e' && LOWER_AT(s, i + 5) == 'r') || \
+     (i + 4 < length && LOWER_AT(s, i + 1) == 'a' && LOWER_AT(s, i + 2) == 's' &&          \
+      LOWER_AT(s, i + 3) == 'i' && LOWER_AT(s, i + 4) == 'c'))
+
+#define SCAN_FOR_HINT(TYPE)                                                                \
+    {                                                                                      \
+        const TYPE *s = (const TYPE *)data;                                                \
+        for (Py_ssize_t i = 0; i < length; i++) {                                          \
+            Py_UCS4 c = s[i];                                                              \
+            if (c > 127) continue;                                                         \
+            switch (hint_table[c]) {                                                       \
+            case HINT_NONE: break;                                                         \
+            case HINT_HIT: return 1;                                                       \
+            case HINT_DASH: if (i + 1 < length && s[i + 1] == '-') return 1; break;        \
+            case HINT_QUOTE: if (i + 1 < length && s[i + 1] == ',') return 1; break;       \
+            case HINT_B: if (BEARER_OR_BASIC(s, length, i)) return 1; break;               \
+            }                                                                              \
+        }                                                                                  \
+        return 0;                                                                          \
+    }
+
+static int
+text_could_hold_secret(PyObject *text)
+{
+    Py_ssize_t length = PyUnicode_GET_LENGTH(text);
+    if (length < 4) return 0;
+    const void *data = PyUnicode_DATA(text);
+    switch (PyUnicode_KIND(text)) {
+    case PyUnicode_1BYTE_KIND: SCAN_FOR_HINT(Py_UCS1)
+    case PyUnicode_2BYTE_KIND: SCAN_FOR_HINT(Py_UCS2)
+    default: SCAN_FOR_HINT(Py_UCS4)
+    }
+}
+
+static PyObject *
+could_hold_secret(PyObject *module, PyObject *text)
+{
+    if (!PyUnicode_Check(text)) {
+        PyErr_Format(PyExc_TypeError, "could_hold_secret() takes a str, not %.100s",
+                     Py_TYPE(text)->tp_name);
+        return NULL;
+    }
+    return PyBool_FromLong(text_could_hold_secret(text));
+}
+
+/* A value the capturer keeps as it is: None, bool, int, or a str within the length limit that
+ * could not hold a secret by its shape. A negative limit (a redaction callback or a user's
+ * value pattern is set) keeps nothing. */
 static inline int
 is_plain(PyObject *value, Py_ssize_t str_limit)
 {
     if (str_limit < 0) return 0;
     PyTypeObject *kind = Py_TYPE(value);
     if (value == Py_None || kind == &PyLong_Type || kind == &PyBool_Type) return 1;
-    return kind == &PyUnicode_Type && PyUnicode_GET_LENGTH(value) <= str_limit;
+    return kind == &PyUnicode_Type && PyUnicode_GET_LENGTH(value) <= str_limit &&
+           !text_could_hold_secret(value);
 }
 
 static Py_ssize_t
@@ -1323,8 +1393,9 @@ convert(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
 
 /* flat_copy(mapping, judged, max_items, max_bytes, max_str) -> dict | None
  *   A copy of a dict of at most max_items str keys already judged not secret (judged[key] is
- *   False) and JSON-native values (None, bool, int, finite float, str up to max_str), within
- *   max_bytes; None when anything needs the full walk. Capturer._flat_copy is its twin. */
+ *   False) and JSON-native values (None, bool, int, finite float, str up to max_str that could
+ *   not hold a secret by its shape), within max_bytes; None when anything needs the full walk.
+ *   Capturer._flat_copy is its twin. */
 static PyObject *
 flat_copy_impl(PyObject *mapping, PyObject *judged, Py_ssize_t max_items, Py_ssize_t budget,
                Py_ssize_t max_str)
@@ -1343,7 +1414,8 @@ flat_copy_impl(PyObject *mapping, PyObject *judged, Py_ssize_t max_items, Py_ssi
         }
         PyTypeObject *kind = Py_TYPE(value);
         if (kind == &PyUnicode_Type) {
-            if (PyUnicode_GET_LENGTH(value) > max_str) Py_RETURN_NONE;
+            if (PyUnicode_GET_LENGTH(value) > max_str || text_could_hold_secret(value))
+                Py_RETURN_NONE;
             budget -= PyUnicode_GET_LENGTH(value);
         } else if (kind == &PyFloat_Type) {
             if (!Py_IS_FINITE(PyFloat_AS_DOUBLE(value))) Py_RETURN_NONE;
@@ -1455,6 +1527,8 @@ static PyMethodDef module_methods[] = {
     {"track", (PyCFunction)track, METH_O, "Give an object back to the cycle collector."},
     {"flat_copy", (PyCFunction)(void (*)(void))flat_copy, METH_FASTCALL,
      "A copy of a small flat dict that needs no walk, or None."},
+    {"could_hold_secret", (PyCFunction)could_hold_secret, METH_O,
+     "Whether a str could hold a secret by its shape (the test before redaction by shape)."},
     {NULL},
 };
 
@@ -1470,6 +1544,7 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     if (intern_all() < 0) return NULL;
+    init_hint_table();
     if (PyType_Ready(&IntakeType) < 0 || PyType_Ready(&TaskCallType) < 0 ||
         PyType_Ready(&TaskBaseType) < 0)
         return NULL;

@@ -60,6 +60,7 @@ def setup(
 def flat_copy(
     mapping: Any, judged: dict[str, bool], max_items: int, max_bytes: int, max_str: int, /
 ) -> dict[str, Any] | None: ...
+def could_hold_secret(text: str, /) -> bool: ...
 def convert(
     ops: list[tuple[Any, ...]],
     start: int,
