@@ -32,6 +32,7 @@ from ._scope import (
     close_unfinished,
     fail,
     finish,
+    pending_coroutines,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -366,6 +367,7 @@ def _coroutine_wrapper(opener: _Opener) -> Callable[..., Any]:
         if frame is None:
             return await coroutine
         tokens = frame.activate()
+        pending_coroutines.add(frame)
         try:
             result = await coroutine
         except GeneratorExit:
@@ -378,6 +380,8 @@ def _coroutine_wrapper(opener: _Opener) -> Callable[..., Any]:
             frame.deactivate(tokens)
             fail(frame, exc)
             raise
+        finally:
+            pending_coroutines.discard(frame)
         frame.deactivate(tokens)
         finish(frame, spec.captured_output(result))
         return result

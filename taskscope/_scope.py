@@ -7,6 +7,7 @@ body runs. Decorators of every kind and ``with``/``async with`` blocks all go th
 
 from __future__ import annotations
 
+import atexit
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
@@ -83,9 +84,19 @@ CLOSED_UNFINISHED = (
     "closed before it finished: its coroutine was closed (GeneratorExit) while pending, "
     "because its event loop closed or nothing referred to it any more"
 )
+PENDING_AT_EXIT = (
+    "closed before it finished: its coroutine was still pending when the interpreter exited"
+)
+
+# Frames of decorated coroutines that started and have not ended. A coroutine left pending in a
+# closed loop is closed by the garbage collector, and at interpreter exit that happens after the
+# pipeline's last flush: its ending would be lost and its task stay "running" (issue 17). So
+# whatever is still pending is ended by the hook below, which atexit runs before that flush
+# (hooks run last-registered first, and the pipeline's is registered when _client imports it).
+pending_coroutines: set[Frame] = set()
 
 
-def close_unfinished(frame: Frame) -> None:
+def close_unfinished(frame: Frame, reason: str = CLOSED_UNFINISHED) -> None:
     """End a frame whose coroutine was closed before it finished: the task as failed, a run
     opened for it as cancelled, both with error type ``GeneratorExit``.
 
@@ -93,7 +104,7 @@ def close_unfinished(frame: Frame) -> None:
     in the body raised, the coroutine was abandoned (see docs/context.md).
     """
     try:
-        error = ErrorInfo(message=CLOSED_UNFINISHED, type="GeneratorExit")
+        error = ErrorInfo(message=reason, type="GeneratorExit")
         task = frame.task
         if task is not None and task.status == "running":
             task._end("failed", None, error)
@@ -102,6 +113,14 @@ def close_unfinished(frame: Frame) -> None:
             run._end("cancelled", None, error, None)
     except Exception:
         internal_error("close-unfinished")
+
+
+def _end_pending_at_exit() -> None:
+    for frame in list(pending_coroutines):
+        close_unfinished(frame, PENDING_AT_EXIT)
+
+
+atexit.register(_end_pending_at_exit)
 
 
 def _auto_run(name: str, captured_input: Any) -> Run | None:

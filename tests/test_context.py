@@ -440,3 +440,53 @@ def test_opentelemetry_spans_end_quietly_when_a_block_ends_in_another_context(
     provider.shutdown()
     assert sorted(span.name for span in spans.get_finished_spans()) == ["stream", "traced"]
     assert [r.getMessage() for r in caplog.records if r.name.startswith("opentelemetry")] == []
+
+
+PENDING_AT_EXIT_SCRIPT = textwrap.dedent(
+    """
+    import asyncio
+    import taskscope
+
+    @taskscope.task("waits-forever")
+    async def waits_forever():
+        await asyncio.Event().wait()
+
+    async def main():
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: None)
+        global pending
+        pending = asyncio.ensure_future(waits_forever())
+        await asyncio.sleep(0)
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(main())
+    loop.close()
+    print("script done")
+    """
+)
+
+
+def test_a_coroutine_still_pending_at_interpreter_exit_is_ended_and_delivered(
+    tmp_path: Path,
+) -> None:
+    """A script exits with a decorated coroutine pending in a closed loop: its task is stored
+    failed and its run cancelled, and nothing of taskscope's is printed."""
+    jsonl = tmp_path / "exit.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-c", PENDING_AT_EXIT_SCRIPT],
+        env={**os.environ, "TASKSCOPE_EXPORTERS": f"jsonl:{jsonl}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout) == (0, "script done\n")
+    assert "Exception ignored" not in done.stderr and "Token" not in done.stderr
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    task = [r for r in records if r["record"] == "task"][-1]
+    run = [r for r in records if r["record"] == "run"][-1]
+    assert (task["name"], task["status"]) == ("waits-forever", "failed")
+    assert task["error"] == {
+        "message": "closed before it finished: its coroutine was still pending when the "
+        "interpreter exited",
+        "type": "GeneratorExit",
+    }
+    assert (run["name"], run["status"]) == ("waits-forever", "cancelled")
