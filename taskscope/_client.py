@@ -212,6 +212,7 @@ class Run:
 
     __slots__ = (
         "__weakref__",
+        "_dropped",
         "_entered",
         "_id",
         "_live",
@@ -260,6 +261,7 @@ class Run:
         self.parent_run_id = parent_run_id
         self.status = "running"
         self._seq = 0
+        self._dropped = 0  # its records dropped by a full intake; counted under its lock
         self._usage: dict[str, int] = {}
         self._entered: list[Any] = []
         self.start_ns = _time_ns()

@@ -205,12 +205,20 @@ def _run_end(op: tuple[Any, ...]) -> RunRecord:
         _error_info(error) if error is not None else None,
         end_ns,
         _next_seq(run),
-        dict(run.metadata),
+        _end_metadata(run),
         list(run.tags),
         run.external_run_id,
         run.parent_run_id,
         usage,
     )
+
+
+def _end_metadata(run: Run) -> dict[str, Any]:
+    metadata = dict(run.metadata)
+    dropped = run._dropped
+    if dropped:  # records of this run that a full intake dropped (see Pipeline._on_full)
+        metadata["taskscope.dropped"] = dropped
+    return metadata
 
 
 def _error_info(error: ErrorInfo | PendingError) -> ErrorInfo:

@@ -11,6 +11,7 @@ dropped before lifecycle records and warn/error events, and every drop is counte
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import itertools
 import os
 import threading
@@ -21,9 +22,19 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _accel, _context
-from ._convert import CONTROL, EVENT, convert_until_control
+from ._convert import (
+    CONTROL,
+    EVENT,
+    RUN_END,
+    RUN_START,
+    TASK_END,
+    TASK_END_RAW,
+    TASK_START,
+    convert_until_control,
+)
 from ._internal import internal_error, logger, warn_once
-from ._model import EventRecord, Record
+from ._model import EventRecord, Record, RunRecord, TaskRecord
+from .exporters._base import RecordsLost
 
 if TYPE_CHECKING:
     from .exporters._base import Exporter
@@ -38,6 +49,42 @@ def _is_low_op(op: Any) -> bool:
 
 def _is_low_record(record: Any) -> bool:
     return type(record) is EventRecord and record.level in LOW_LEVELS
+
+
+_RUN_OPS = (RUN_START, RUN_END)
+_TASK_OPS = (TASK_START, TASK_END, TASK_END_RAW)
+_END_OPS = (TASK_END, TASK_END_RAW)
+DROPPED_KEY = "taskscope.dropped"
+_NONE_CLOSING: set[str] = set()
+
+
+def _run_of_op(op: Any) -> Any:
+    """The run handle an intake op belongs to (None for a control op)."""
+    if type(op) is not tuple:
+        return getattr(op, "run", None)  # a task handle: the C hot path's start op
+    if op[0] in _TASK_OPS:
+        return op[1].run
+    return op[1] if op[0] != CONTROL else None
+
+
+def _is_start_op(op: Any) -> bool:
+    return type(op) is not tuple or op[0] == TASK_START
+
+
+def _start_dropped(op: Any) -> None:
+    task = op if type(op) is not tuple else op[1]
+    task._start_dropped = True
+
+
+def _start_was_dropped(task: Any) -> bool:
+    return getattr(task, "_start_dropped", False) is True
+
+
+def _with_dropped(record: RunRecord, count: int) -> RunRecord:
+    """A copy of a run's end record that counts ``count`` more of its records as dropped."""
+    metadata = dict(record.metadata)
+    metadata[DROPPED_KEY] = int(metadata.get(DROPPED_KEY, 0)) + count
+    return dataclasses.replace(record, metadata=metadata)
 
 
 class _Barrier:
@@ -72,27 +119,31 @@ class _BoundedQueue:
         self._what = what
         self._low_hint = 0  # no low-priority item sits before this index
 
-    def offer_locked(self, item: Any) -> bool:
-        """Queue ``item``, evicting the oldest low-priority item if full; False if dropped."""
+    def offer_locked(self, item: Any) -> Any:
+        """Queue ``item``, evicting the oldest low-priority item if full.
+
+        Returns the item dropped (``item`` itself, or the one evicted for it), else None.
+        """
         items = self.items
         if len(items) + self.in_flight < self.maxsize:
             items.append(item)
-            return True
+            return None
         if not self._is_low(item):
             index = self._low_hint
             length = len(items)
             is_low = self._is_low
             while index < length:
                 if is_low(items[index]):
+                    evicted = items[index]
                     del items[index]
                     items.append(item)
                     self._low_hint = index
                     self._count_drop()
-                    return True
+                    return evicted
                 index += 1
             self._low_hint = length
         self._count_drop()
-        return False
+        return item
 
     def take_locked(self, limit: int) -> list[Any]:
         items = self.items
@@ -180,12 +231,14 @@ class _Lane:
         self.name = type(exporter).__name__
         self.queue = _BoundedQueue(maxsize, _is_low_record, self.name)
         self.ready = threading.Condition(self.queue.lock)
-        self.batch_size = batch_size
+        self.batch_size = max(batch_size, int(getattr(exporter, "preferred_batch_size", 0)))
         self.exported = 0
         self.failed = 0
         self.stopping = False
         self._problems_seen = 0  # drops + failures at the last barrier
         self._barriers = 0  # barriers in the queue
+        self._dropped_by_run: dict[str, int] = {}  # dropped here, for the run's end record
+        self._dropped_starts: set[str] = set()  # tasks whose running snapshot was dropped here
         self.thread = self._start()
 
     def _start(self) -> threading.Thread:
@@ -197,16 +250,48 @@ class _Lane:
         if not self.thread.is_alive() and not self.stopping:
             self.thread = self._start()
 
-    def offer(self, records: Sequence[Record]) -> None:
+    def offer(self, records: Sequence[Record], closing: set[str]) -> None:
+        """Queue ``records``; ``closing`` names the tasks among them whose running snapshot
+        was delivered earlier (their ends are never dropped if that snapshot was kept)."""
         with self.ready:
             queue = self.queue
-            if len(queue.items) + queue.in_flight + len(records) <= queue.maxsize:
+            if (
+                len(queue.items) + queue.in_flight + len(records) <= queue.maxsize
+                and not self._dropped_by_run
+                and not self._dropped_starts
+            ):
                 queue.items.extend(records)
             else:
-                offer = queue.offer_locked
-                for record in records:
-                    offer(record)
+                self._offer_each_locked(records, closing)
             self.ready.notify()
+
+    def _offer_each_locked(self, records: Sequence[Record], closing: set[str]) -> None:
+        # Counted as in Pipeline._on_full: a task is dropped once, when neither its running
+        # snapshot nor its end is kept; a run's records never.
+        queue = self.queue
+        dropped_by_run = self._dropped_by_run
+        dropped_starts = self._dropped_starts
+        items = queue.items
+        for record in records:
+            if type(record) is RunRecord:
+                if record.end_ns is not None and record.id in dropped_by_run:
+                    record = _with_dropped(record, dropped_by_run.pop(record.id))
+                items.append(record)
+                continue
+            if type(record) is TaskRecord:
+                if record.end_ns is None:
+                    if queue.offer_locked(record) is not None:
+                        queue.dropped -= 1  # not lost yet: its end may still come
+                        dropped_starts.add(record.id)
+                    continue
+                if record.id in closing and record.id not in dropped_starts:
+                    items.append(record)  # its running snapshot is kept: never left running
+                    continue
+                dropped_starts.discard(record.id)
+            dropped = queue.offer_locked(record)
+            if dropped is not None:
+                run_id = dropped.run_id
+                dropped_by_run[run_id] = dropped_by_run.get(run_id, 0) + 1
 
     def add_barrier(self, barrier: _Barrier) -> None:
         with self.ready:
@@ -257,6 +342,15 @@ class _Lane:
         try:
             self.exporter.export(batch)
             self.exported += len(batch)
+        except RecordsLost as exc:  # part of the batch: the rest was delivered
+            self.failed += exc.lost
+            self.exported += len(batch) - exc.lost
+            warn_once(
+                "export-lost:" + self.name,
+                "taskscope: %s (later losses of this exporter are counted in client.stats(), "
+                "not logged)",
+                exc,
+            )
         except BaseException as exc:  # an exporter's failure is its own; others go on
             self.failed += len(batch)
             warn_once(
@@ -336,6 +430,7 @@ class Pipeline:
         self.put.items = self._items
         self.put.wake_at = self._wake_at
         self._closed = False
+        self._open_tasks: set[str] = set()  # running snapshots delivered, awaiting their end
         self._dispatched = 0
         self._problems_seen = 0
         # A live-only exporter (``wants_batches = False``) works in its hooks and needs no lane;
@@ -366,10 +461,29 @@ class Pipeline:
             self._revive()
 
     def _on_full(self, op: Any) -> None:
-        with self._intake.lock:
-            kept = self._intake.offer_locked(op)
-        if not kept:
-            _released(op)
+        if type(op) is tuple and (
+            op[0] in _RUN_OPS or (op[0] in _END_OPS and not _start_was_dropped(op[1]))
+        ):
+            # Never dropped: a run's start and end (without them its kept records would belong
+            # to no run, and the run would stay "running"), and the end of a task whose start
+            # is kept (else the task would stay "running"). Each is one op per op already
+            # queued, so the queue can at most double.
+            self._items.append(op)
+        else:
+            intake = self._intake
+            with intake.lock:
+                dropped = intake.offer_locked(op)
+                if dropped is not None:
+                    if _is_start_op(dropped):
+                        # Not lost yet: the task's end, if kept, records the whole task.
+                        intake.dropped -= 1
+                        _start_dropped(dropped)
+                    else:
+                        run = _run_of_op(dropped)
+                        if run is not None:
+                            run._dropped += 1
+            if dropped is not None:
+                _released(dropped)
         if not self._wake.is_set():
             self._wake.set()
 
@@ -415,14 +529,28 @@ class Pipeline:
         if not records:
             return
         self._dispatched += len(records)  # records, after collapsing start+end pairs
+        closing = self._track_open_tasks(records) if self._lanes else _NONE_CLOSING
         for lane in self._lanes:
             lane.ensure_alive()
-            lane.offer(records)
+            lane.offer(records, closing)
         for tap in self._taps:
             try:
                 tap(records)
             except Exception:
                 internal_error("tap")
+
+    def _track_open_tasks(self, records: list[Record]) -> set[str]:
+        """Ids of the tasks in ``records`` whose running snapshot went out in an earlier one."""
+        open_tasks = self._open_tasks
+        closing: set[str] = set()
+        for record in records:
+            if type(record) is TaskRecord:
+                if record.end_ns is None:
+                    open_tasks.add(record.id)
+                elif open_tasks and record.id in open_tasks:
+                    open_tasks.remove(record.id)
+                    closing.add(record.id)
+        return closing
 
     # -- flush, taps, shutdown -------------------------------------------------------------
 

@@ -13,11 +13,15 @@ A file that is not a taskscope store is never written to, let alone overwritten.
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import json
 import os
 import random
+import re
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +36,6 @@ APPLICATION_ID = 0x74736370
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 5_000
 BUSY_DEADLINE = 60.0
-_SQLITE_HEADER = b"SQLite format 3\x00"
 _T = TypeVar("_T")
 
 _SCHEMA_V1 = """
@@ -99,26 +102,6 @@ _TASK_COLUMNS = (
 _EVENT_COLUMNS = "id, run_id, task_id, type, level, payload, occurred_at, seq"
 
 
-def _upsert(table: str, columns: str) -> str:
-    # The newest state wins, but an ended row is final: a late or repeated snapshot of the same
-    # record (an exporter retry, a running snapshot overtaken by its end) cannot undo it.
-    names = [name.strip() for name in columns.split(",")]
-    updates = ", ".join(f"{name} = excluded.{name}" for name in names if name != "id")
-    marks = ", ".join("?" for _ in names)
-    return (
-        f"INSERT INTO {table} ({columns}) VALUES ({marks}) "
-        f"ON CONFLICT (id) DO UPDATE SET {updates} WHERE {table}.ended_at IS NULL"
-    )
-
-
-_UPSERT_RUN = _upsert("runs", _RUN_COLUMNS)
-_UPSERT_TASK = _upsert("tasks", _TASK_COLUMNS)
-_INSERT_EVENT = (
-    f"INSERT OR IGNORE INTO events ({_EVENT_COLUMNS}) "
-    f"VALUES ({', '.join('?' for _ in _EVENT_COLUMNS.split(','))})"
-)
-
-
 def default_path() -> Path:
     """``$TASKSCOPE_DB``, or ``.taskscope/taskscope.db`` under the working directory."""
     return Path(os.environ.get("TASKSCOPE_DB") or DEFAULT_PATH)
@@ -169,19 +152,12 @@ def _retry_busy(action: Callable[[], _T]) -> _T:
 
 
 # -- opening a store -----------------------------------------------------------------------------
-
-
-def _check_header(path: Path) -> None:
-    """Refuse a non-SQLite file before SQLite touches it."""
-    try:
-        with path.open("rb") as handle:
-            header = handle.read(len(_SQLITE_HEADER))
-    except FileNotFoundError:
-        return
-    except OSError as problem:
-        raise _cannot_open(path, problem) from None
-    if header and header != _SQLITE_HEADER:
-        raise _not_ours(path, "it is not an SQLite database")
+#
+# The file is only ever opened through SQLite. Any other descriptor on it would be a hazard: on
+# Linux, closing *any* descriptor of a file drops every POSIX lock the process holds on it, so
+# another connection of this process (a second LocalStore, ``taskscope ui``) would lose its
+# locks, and a writer elsewhere could then delete the WAL under it ("How To Corrupt An SQLite
+# Database File", section 2.2). SQLite itself tells a file that is not a database apart.
 
 
 def _read_state(connection: sqlite3.Connection, path: Path) -> tuple[int, int, int]:
@@ -193,10 +169,18 @@ def _read_state(connection: sqlite3.Connection, path: Path) -> tuple[int, int, i
             "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
         ).fetchone()
     except sqlite3.DatabaseError as problem:
-        if isinstance(problem, sqlite3.OperationalError) and _is_busy(problem):
+        if isinstance(problem, sqlite3.OperationalError) and (
+            _is_busy(problem) or _cannot_read(problem)
+        ):
             raise
         raise _not_ours(path, f"SQLite says: {problem}") from None
     return int(app_id), int(version), int(tables)
+
+
+def _cannot_read(problem: sqlite3.Error) -> bool:
+    # What a read-only connection says when it cannot make the WAL index (-shm) beside the file.
+    text = str(problem).lower()
+    return "unable to open" in text or "readonly" in text or "read-only" in text
 
 
 def _validate(path: Path, app_id: int, version: int, tables: int) -> bool:
@@ -228,18 +212,58 @@ def _migrate(connection: sqlite3.Connection, path: Path) -> None:
         raise
 
 
+def _open_read_only(path: Path) -> sqlite3.Connection | None:
+    """A connection that can only read, or None when the file needs a writer (empty, older).
+
+    A store on a read-only filesystem (a mounted backup, a container layer) cannot get the WAL
+    index SQLite keeps beside it; it is then opened as immutable, which is exact because
+    nothing can write it there.
+    """
+    uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
+    for suffix in ("", "&immutable=1"):
+        try:
+            connection = sqlite3.connect(
+                uri + suffix,
+                uri=True,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as problem:
+            raise _cannot_open(path, problem) from None
+        try:
+            app_id, version, tables = _retry_busy(functools.partial(_read_state, connection, path))
+        except sqlite3.OperationalError as problem:
+            connection.close()
+            if suffix or not _cannot_read(problem):
+                raise _cannot_open(path, problem) from None
+            continue
+        except BaseException:
+            connection.close()
+            raise
+        if _validate(path, app_id, version, tables):
+            connection.close()
+            return None
+        return connection
+    return None  # pragma: no cover - the loop returns or raises
+
+
 def connect(path: Path, *, create: bool) -> sqlite3.Connection:
     """Open a store, creating or migrating it; ConfigurationError (one line) if it is not ours.
 
-    ``create=False`` (the CLI) refuses a missing file instead of making an empty one.
+    ``create=False`` (the CLI, the web UI) refuses a missing file instead of making an empty
+    one and opens the file read-only when it can be read as it is.
     """
     path = Path(path)
-    if not create and not path.is_file():
-        raise ConfigurationError(
-            f"There is no taskscope store at {path}. Run an instrumented program first (runs "
-            "land in .taskscope/taskscope.db, or in $TASKSCOPE_DB), or pass --db PATH."
-        )
-    _check_header(path)
+    if not create:
+        if not path.is_file():
+            raise ConfigurationError(
+                f"There is no taskscope store at {path}. Run an instrumented program first "
+                "(runs land in .taskscope/taskscope.db, or in $TASKSCOPE_DB), or pass --db PATH."
+            )
+        reader = _open_read_only(path)
+        if reader is not None:
+            return reader
     try:
         if create:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -310,81 +334,257 @@ def _error_json(error: ErrorInfo | None) -> str | None:
     return None if error is None else _json(error.to_dict())
 
 
-def write_batch(connection: sqlite3.Connection, batch: Sequence[Record]) -> None:
-    """Upsert one batch in one transaction, retrying while another writer holds the lock."""
-    runs: list[tuple[Any, ...]] = []
-    tasks: list[tuple[Any, ...]] = []
-    events: list[tuple[Any, ...]] = []
-    for record in batch:
-        if type(record) is TaskRecord:
-            tasks.append(
-                (
-                    record.id,
-                    record.run_id,
-                    record.parent_id,
-                    record.name,
-                    record.status,
-                    _json(record.input),
-                    _json(record.output),
-                    _error_json(record.error),
-                    record.start_ns,
-                    record.end_ns,
-                    _json_object(record.metadata),
-                    record.kind,
-                    record.seq,
-                    record.end_seq,
-                )
-            )
-        elif type(record) is EventRecord:
-            events.append(
-                (
-                    record.id,
-                    record.run_id,
-                    record.task_id,
-                    record.type,
-                    record.level,
-                    _json(record.payload),
-                    record.occurred_ns,
-                    record.seq,
-                )
-            )
-        elif type(record) is RunRecord:
-            runs.append(
-                (
-                    record.id,
-                    record.name,
-                    record.status,
-                    _json(record.input),
-                    _json(record.output),
-                    _error_json(record.error),
-                    record.start_ns,
-                    record.end_ns,
-                    _json_object(record.metadata),
-                    _json(record.tags) or "[]",
-                    record.external_run_id,
-                    record.parent_run_id,
-                    _json_object(record.usage),
-                    record.seq,
-                    record.end_seq,
-                )
-            )
+# Rows go to SQLite many to a statement (``INSERT ... VALUES (...), (...), ...``): the sqlite3
+# module lets go of the GIL around every statement it steps, and a thread that gives the GIL
+# up waits a whole switch interval (5 ms) to get it back from a caller that keeps the CPU busy.
+# One statement a row (``executemany``) made the writer wait that long per row, so a CPU-bound
+# caller starved it; a statement per 1,024 rows waits per 1,024 rows, and binds faster too.
+# SQLite before 3.32 takes at most 999 parameters a statement: 64 rows x 15 columns.
+_ROWS_PER_STATEMENT = 1024 if sqlite3.sqlite_version_info >= (3, 32, 0) else 64
 
-    def transaction() -> None:
+
+class _Table:
+    """One table's multi-row statements, made once per number of rows (powers of two)."""
+
+    def __init__(self, table: str, columns: str, on_conflict: str, json_positions: set[int]):
+        self.table = table
+        self.columns = columns
+        self.width = len(columns.split(","))
+        self.on_conflict = on_conflict
+        self.json_positions = frozenset(json_positions)
+        self._statements: dict[int, str] = {}
+
+    def statement(self, rows: int) -> str:
+        sql = self._statements.get(rows)
+        if sql is None:
+            one = "(" + ", ".join("?" * self.width) + ")"
+            sql = self._statements[rows] = (
+                f"INSERT INTO {self.table} ({self.columns}) VALUES "
+                f"{', '.join([one] * rows)} {self.on_conflict}"
+            )
+        return sql
+
+    def write(self, connection: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+        """All of ``rows`` in as few statements as the fixed sizes allow (powers of two)."""
+        total = len(rows)
+        index = 0
+        while index < total:
+            left = total - index
+            size = (
+                _ROWS_PER_STATEMENT if left >= _ROWS_PER_STATEMENT else 1 << (left.bit_length() - 1)
+            )
+            part = rows[index : index + size]
+            connection.execute(self.statement(size), list(itertools.chain.from_iterable(part)))
+            index += size
+
+    def write_each(self, connection: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
+        """Row by row, each in its own statement; returns how many SQLite refused."""
+        refused = 0
+        for row in rows:
+            try:
+                connection.execute(self.statement(1), row)
+            except (sqlite3.Error, ValueError, TypeError, OverflowError) as problem:
+                if _is_transient(problem):
+                    raise
+                refused += 1
+        return refused
+
+
+def _upsert_clause(table: str, columns: str) -> str:
+    # The newest state wins, but an ended row is final: a late or repeated snapshot of the same
+    # record (an exporter retry, a running snapshot overtaken by its end) cannot undo it.
+    updates = ", ".join(
+        f"{name} = excluded.{name}"
+        for name in (c.strip() for c in columns.split(","))
+        if name != "id"
+    )
+    return f"ON CONFLICT (id) DO UPDATE SET {updates} WHERE {table}.ended_at IS NULL"
+
+
+_RUNS = _Table("runs", _RUN_COLUMNS, _upsert_clause("runs", _RUN_COLUMNS), {3, 4, 5, 8, 9, 12})
+_TASKS = _Table("tasks", _TASK_COLUMNS, _upsert_clause("tasks", _TASK_COLUMNS), {5, 6, 7, 10})
+_EVENTS = _Table("events", _EVENT_COLUMNS, "ON CONFLICT (id) DO NOTHING", {5})
+_UPSERT_RUN = _RUNS.statement(1)
+_UPSERT_TASK = _TASKS.statement(1)
+_INSERT_EVENT = _EVENTS.statement(1)
+
+
+def _is_transient(problem: BaseException) -> bool:
+    """A failure of the file, not of the data: worth keeping the batch and trying again."""
+    if not isinstance(problem, sqlite3.OperationalError):
+        return False
+    text = str(problem).lower()
+    return _is_busy(problem) or any(
+        mark in text for mark in ("full", "i/o", "unable to open", "readonly", "read-only")
+    )
+
+
+class StoreUnavailable(Exception):
+    """The file cannot take writes now (disk full, locked past the deadline, I/O error)."""
+
+
+def _task_row(record: TaskRecord) -> tuple[Any, ...]:
+    return (
+        record.id,
+        record.run_id,
+        record.parent_id,
+        record.name,
+        record.status,
+        _json(record.input),
+        _json(record.output),
+        _error_json(record.error),
+        record.start_ns,
+        record.end_ns,
+        _json_object(record.metadata),
+        record.kind,
+        record.seq,
+        record.end_seq,
+    )
+
+
+def _event_row(record: EventRecord) -> tuple[Any, ...]:
+    return (
+        record.id,
+        record.run_id,
+        record.task_id,
+        record.type,
+        record.level,
+        _json(record.payload),
+        record.occurred_ns,
+        record.seq,
+    )
+
+
+def _run_row(record: RunRecord) -> tuple[Any, ...]:
+    return (
+        record.id,
+        record.name,
+        record.status,
+        _json(record.input),
+        _json(record.output),
+        _error_json(record.error),
+        record.start_ns,
+        record.end_ns,
+        _json_object(record.metadata),
+        _json(record.tags) or "[]",
+        record.external_run_id,
+        record.parent_run_id,
+        _json_object(record.usage),
+        record.seq,
+        record.end_seq,
+    )
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escape_json_surrogate(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"  # the JSON escape: the value reads back unchanged
+
+
+def _clean_text(value: Any, is_json: bool) -> Any:
+    """A value SQLite takes as UTF-8 text: lone surrogates escaped, bytes and objects as text."""
+    if value is None or type(value) is int:
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        value = bytes(value).decode("utf-8", "backslashreplace")
+    elif not isinstance(value, str):
+        value = _json(value) if is_json else str(value)
+        if value is None:
+            return None
+    if _SURROGATE.search(value) is None:
+        return value
+    if is_json:
+        return _SURROGATE.sub(_escape_json_surrogate, value)
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _clean_row(row: tuple[Any, ...], json_positions: frozenset[int]) -> tuple[Any, ...]:
+    return tuple(_clean_text(value, index in json_positions) for index, value in enumerate(row))
+
+
+class _Rows:
+    """A batch as rows per table, with the records that could not even be made into rows."""
+
+    def __init__(self, batch: Sequence[Record]) -> None:
+        self.runs: list[tuple[Any, ...]] = []
+        self.tasks: list[tuple[Any, ...]] = []
+        self.events: list[tuple[Any, ...]] = []
+        self.unusable = 0
+        tasks, events, runs = self.tasks.append, self.events.append, self.runs.append
+        for record in batch:
+            try:
+                kind = type(record)
+                if kind is TaskRecord:
+                    tasks(_task_row(record))  # type: ignore[arg-type]
+                elif kind is EventRecord:
+                    events(_event_row(record))  # type: ignore[arg-type]
+                elif kind is RunRecord:
+                    runs(_run_row(record))  # type: ignore[arg-type]
+            except Exception:  # a value no encoder takes (a cycle in metadata, say)
+                self.unusable += 1
+
+    def __len__(self) -> int:
+        return len(self.runs) + len(self.tasks) + len(self.events)
+
+    def tables(self) -> tuple[tuple[_Table, list[tuple[Any, ...]]], ...]:
+        # Runs first: a reader never sees a task of a run it cannot find.
+        return ((_RUNS, self.runs), (_TASKS, self.tasks), (_EVENTS, self.events))
+
+    def write(self, connection: sqlite3.Connection) -> None:
+        for table, rows in self.tables():
+            if rows:
+                table.write(connection, rows)
+
+    def write_each(self, connection: sqlite3.Connection) -> int:
+        return sum(table.write_each(connection, rows) for table, rows in self.tables() if rows)
+
+    def clean(self) -> None:
+        for table, rows in self.tables():
+            rows[:] = [_clean_row(row, table.json_positions) for row in rows]
+
+
+def _in_write_transaction(connection: sqlite3.Connection, action: Callable[[], _T]) -> _T:
+    def transaction() -> _T:
         connection.execute("BEGIN IMMEDIATE")
         try:
-            if runs:
-                connection.executemany(_UPSERT_RUN, runs)
-            if tasks:
-                connection.executemany(_UPSERT_TASK, tasks)
-            if events:
-                connection.executemany(_INSERT_EVENT, events)
+            result = action()
             connection.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 connection.execute("ROLLBACK")
             raise
+        return result
 
-    _retry_busy(transaction)
+    return _retry_busy(transaction)
+
+
+def write_batch(connection: sqlite3.Connection, batch: Sequence[Record]) -> int:
+    """Upsert one batch in one transaction; returns how many records could not be stored.
+
+    A record SQLite refuses costs that record only: the batch is tried again with its text
+    cleaned (lone surrogates escaped, bytes as text), then row by row. A failure of the file
+    itself (full, locked past the deadline, I/O) raises ``StoreUnavailable`` with nothing
+    written, so the caller can keep the batch and try again later.
+    """
+    rows = _Rows(batch)
+    if not rows:
+        return rows.unusable
+    for attempt in (rows.write, None):
+        if attempt is None:
+            rows.clean()
+            attempt = rows.write
+        try:
+            _in_write_transaction(connection, lambda: attempt(connection))  # noqa: B023
+            return rows.unusable
+        except (sqlite3.Error, ValueError, TypeError, OverflowError) as problem:
+            if _is_transient(problem):
+                raise StoreUnavailable(str(problem)) from problem
+    try:
+        refused = _in_write_transaction(connection, lambda: rows.write_each(connection))
+    except sqlite3.Error as problem:
+        raise StoreUnavailable(str(problem)) from problem
+    return rows.unusable + refused
 
 
 # -- reading -------------------------------------------------------------------------------------

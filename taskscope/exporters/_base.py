@@ -30,3 +30,12 @@ class BaseExporter:
 
     def shutdown(self) -> None:
         return None
+
+
+class RecordsLost(Exception):
+    """Raised by ``export`` when only some records could not be delivered: the pipeline counts
+    ``lost`` of them as failed (not the whole batch) and logs the message once."""
+
+    def __init__(self, lost: int, message: str) -> None:
+        super().__init__(message)
+        self.lost = lost

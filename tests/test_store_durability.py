@@ -1,0 +1,193 @@
+"""The local store keeps what it was given: shared files, a live server, full and read-only disks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+import taskscope
+from taskscope import _store
+from taskscope.exporters import LocalStore
+
+pytest.importorskip("uvicorn")
+
+
+def _rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(path) as connection:
+        return connection.execute(sql).fetchall()
+
+
+def _integrity(path: Path) -> str:
+    return str(_rows(path, "PRAGMA integrity_check")[0][0])
+
+
+def test_two_local_stores_in_one_process_and_a_reader_elsewhere_lose_nothing(
+    tmp_path: Path,
+) -> None:
+    """A second LocalStore on the same file, then another process that opens and closes it:
+    the first store's WAL stays in place and every run lands."""
+    path = tmp_path / "shared.db"
+    first = taskscope.Client([LocalStore(path)])
+    first.start_run(name="before").complete()
+    assert first.flush()
+    second = taskscope.Client([LocalStore(path)])  # opened while the first is connected
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+            "c.execute('SELECT count(*) FROM runs').fetchone(); c.close()",
+            str(path),
+        ],
+        check=True,
+    )
+    first.start_run(name="first-after").complete()
+    second.start_run(name="second-after").complete()
+    assert first.flush()
+    assert second.flush()
+    assert first.shutdown()
+    assert second.shutdown()
+    names = sorted(name for (name,) in _rows(path, "SELECT name FROM runs"))
+    assert names == ["before", "first-after", "second-after"]
+    assert _integrity(path) == "ok"
+
+
+def test_opening_a_store_never_opens_the_file_outside_sqlite(tmp_path: Path) -> None:
+    """Any descriptor closed on a live database drops the process's locks on it (POSIX)."""
+    path = tmp_path / "store.db"
+    LocalStore(path)
+    opened: list[str] = []
+    real_open = os.open
+
+    def watching_open(file: object, *args: object, **kwargs: object) -> int:
+        opened.append(os.fspath(file))  # type: ignore[arg-type]
+        return real_open(file, *args, **kwargs)  # type: ignore[arg-type]
+
+    os.open = watching_open  # type: ignore[assignment]
+    try:
+        _store.connect(path, create=True).close()
+        _store.connect(path, create=False).close()
+    finally:
+        os.open = real_open
+    assert [name for name in opened if name.startswith(str(path))] == []
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    import taskscope
+    from taskscope.exporters import LocalStore
+
+    path, number = sys.argv[1], int(sys.argv[2])
+    client = taskscope.Client([LocalStore(path)])
+    for index in range(50):
+        with client.start_run(name=f"writer-{number}-{index}") as run:
+            with run.task("step", input={"index": index}):
+                pass
+    print("delivered" if client.shutdown(60) else "LOST", flush=True)
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def _ui(path: Path, key: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "taskscope", "ui", "--db", str(path), "--port", str(port)],
+        env={**os.environ, "TASKSCOPE_INGEST_KEY": key},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/api/runs", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None, server.communicate()[0]
+            assert time.monotonic() < deadline, "taskscope ui did not answer within 30 s"
+            time.sleep(0.05)  # polling a starting server, not waiting on our own work
+        yield server, base
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.communicate()
+
+
+def _ingest_runs(base: str, key: str, count: int) -> None:
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=base, headers=headers, timeout=30) as http:
+        for index in range(count):
+            answer = http.post(
+                "/api/ingest/v1/run/start",
+                json={"agent_id": "ingested", "input": {"index": index}},
+            )
+            assert answer.status_code == 200, answer.text
+            run_id = answer.json()["data"]["run_id"]
+            task = {"id": f"t-{index}", "name": "remote-step", "status": "completed"}
+            answer = http.post("/api/ingest/v1/tasks", json={"run_id": run_id, "task": task})
+            assert answer.status_code == 200, answer.text
+            answer = http.post("/api/ingest/v1/run/complete", json={"run_id": run_id})
+            assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
+def test_a_live_ui_while_four_processes_write_loses_nothing(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
+    """taskscope ui reads and ingests while 4 writers store 50 runs each; stopping it
+    (SIGINT or SIGKILL) keeps all 200 runs and all it ingested, and the file is sound."""
+    path = tmp_path / "live.db"
+    LocalStore(path)
+    key = "test-ingest-key"
+    with _ui(path, key) as (server, base):
+        writers = [
+            subprocess.Popen(
+                [sys.executable, "-c", WRITER, str(path), str(number)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for number in range(4)
+        ]
+        _ingest_runs(base, key, 20)
+        for _ in range(3):  # the UI reads while the writers write
+            assert httpx.get(f"{base}/api/runs", timeout=10).status_code == 200
+        results = [writer.communicate(timeout=110) for writer in writers]
+        for writer, (out, err) in zip(writers, results, strict=True):
+            assert writer.returncode == 0, err
+            assert out.strip() == "delivered", out + err
+        _ingest_runs(base, key, 5)
+        assert httpx.get(f"{base}/api/runs", timeout=10).status_code == 200
+        server.send_signal(stop)
+        server.wait(timeout=30)
+    assert _integrity(path) == "ok"
+    written = _rows(path, "SELECT count(*) FROM runs WHERE name LIKE 'writer-%'")
+    assert written == [(200,)]
+    assert _rows(path, "SELECT count(*) FROM runs WHERE status != 'completed'") == [(0,)]
+    assert _rows(path, "SELECT count(*) FROM tasks WHERE name = 'step'") == [(200,)]
+    assert _rows(path, "SELECT count(*) FROM runs WHERE name = 'ingested'") == [(25,)]
+    assert _rows(path, "SELECT count(*) FROM tasks WHERE name = 'remote-step'") == [(25,)]
