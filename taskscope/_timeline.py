@@ -111,10 +111,35 @@ class Timeline:
         for event in self.events:
             owner = event.task_id if event.task_id in known else None
             self.below.setdefault(owner, []).append(event)
+        self._lift_parent_loops()
         for entries in self.below.values():
             entries.sort(key=lambda entry: entry.seq)
         self.end_ns = self._axis_end()
         self.total_ns = max(self.end_ns - run.start_ns, 1)
+
+    def _reach(self, start: str | None, seen: set[str]) -> None:
+        """Add the ids of the tasks under ``start`` (at any depth) to ``seen``."""
+        pending = [start]
+        while pending:
+            for entry in self.below.get(pending.pop(), ()):
+                if type(entry) is TaskRecord and entry.id not in seen:
+                    seen.add(entry.id)
+                    pending.append(entry.id)
+
+    def _lift_parent_loops(self) -> None:
+        """Draw at the top the first task of each parent loop (A under B, B under A: only bad
+        data makes one), which no walk from the run would reach, so no task is hidden."""
+        seen: set[str] = set()
+        self._reach(None, seen)
+        if len(seen) == len(self.tasks):
+            return
+        for task in sorted(self.tasks, key=lambda entry: entry.seq):
+            if task.id in seen:
+                continue
+            self.below[task.parent_id].remove(task)
+            self.below.setdefault(None, []).append(task)
+            seen.add(task.id)
+            self._reach(task.id, seen)
 
     def _axis_end(self) -> int:
         if self.run.end_ns is not None:

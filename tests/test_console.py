@@ -212,3 +212,30 @@ def test_a_stream_in_a_legacy_encoding_gets_replacement_characters() -> None:
     assert lines[0].startswith("? run ?? ? ")
     assert lines[1].startswith("  ? naïve ")  # what cp1252 holds is kept
     assert lines[2] == "      error: ??"
+
+
+def test_tasks_in_a_parent_loop_are_drawn_not_hidden() -> None:
+    """Bad data (A under B, B under A, S under itself): every task is drawn, nothing loops."""
+    run = taskscope.RunRecord(id="r", name="r", status="completed", start_ns=0, end_ns=10, seq=0)
+
+    def task(ident: str, parent: str | None, seq: int) -> taskscope.TaskRecord:
+        return taskscope.TaskRecord(
+            id=ident,
+            run_id="r",
+            parent_id=parent,
+            name=ident,
+            status="completed",
+            start_ns=seq,
+            end_ns=seq + 1,
+            seq=seq,
+        )
+
+    tasks = [task("A", "B", 1), task("B", "A", 2), task("C", "A", 3), task("S", "S", 4)]
+    lines = _timeline.Timeline(run, [task("ok", None, 5), *tasks], []).text().splitlines()
+    assert [line[:12].rstrip() for line in lines[1:-1]] == [
+        "  ✓ A",
+        "    ✓ B",
+        "    ✓ C",
+        "  ✓ S",
+        "  ✓ ok",
+    ]
