@@ -73,7 +73,10 @@ class Capturer:
         self._max_str = self.limits.max_string_length
         redactor = self.redactor
         # Looks at each captured string for secrets by shape; None when nothing is looked for.
+        # _hint says which strings it needs to see: the cheap character test, or every one
+        # when a user's value pattern may match anything.
         self._scrub = redactor.scrub_value if redactor.scans_values else None
+        self._hint = _always if redactor.scans_every_value else could_hold_secret
         # Strings up to this length, and without a character a secret's shape needs
         # (could_hold_secret), are kept as they are by the C hot path; -1 (nothing kept
         # without a call) when a redaction callback or a user's value pattern must see them.
@@ -94,7 +97,7 @@ class Capturer:
             out = value
         elif kind is str and len(value) <= self._max_str:
             scrub = self._scrub
-            out = value if scrub is None else scrub(value)
+            out = value if scrub is None or not self._hint(value) else scrub(value)
         else:
             out = None
             if kind is dict and self._flat_ok:
@@ -142,12 +145,13 @@ class Capturer:
         """Capture a call's bound arguments in place; ``bound`` must be a fresh dict."""
         max_str = self._max_str
         scrub = self._scrub
+        hint = self._hint
         for key, item in bound.items():
             kind = type(item)
             if kind in PLAIN_TYPES:
                 continue
             if kind is str and len(item) <= max_str:
-                if scrub is not None:
+                if scrub is not None and hint(item):
                     bound[key] = scrub(item)
                 continue
             bound[key] = self._guarded_walk(item)
@@ -167,7 +171,7 @@ class Capturer:
     def label(self, text: str) -> str:
         """A short string taskscope records as given (an event type, a tag), scrubbed."""
         scrub = self._scrub
-        return text if scrub is None else scrub(text)
+        return text if scrub is None or not self._hint(text) else scrub(text)
 
     # -- the walk -------------------------------------------------------------------------
 
@@ -362,6 +366,10 @@ class Capturer:
         if type(text) is not str:
             return f"<unrepresentable {kind.__qualname__}: repr returned a non-string>"
         return self._string(text, budget)
+
+
+def _always(text: str) -> bool:
+    return True
 
 
 def _safe_str(value: object) -> str:

@@ -122,16 +122,23 @@ def is_default_secret_key(key: str) -> bool:
 
 # -- secrets by shape ---------------------------------------------------------------------
 
-# ASCII case-insensitive on purpose: the C twin folds only ASCII, and Python's IGNORECASE would
-# also fold a few other letters (the long s, the Kelvin sign) into these words.
-_HINT = re.compile(r"[=:@]|--|['\"],|[Bb][Ee][Aa][Rr][Ee][Rr]|[Bb][Aa][Ss][Ii][Cc]")
-
 
 def _could_hold_secret_py(text: str) -> bool:
-    return len(text) >= MIN_SHAPE_LENGTH and _HINT.search(text) is not None
+    # Plain substring tests: several times faster than one regular expression with these
+    # alternatives. ``lower()`` turns no other character into these ASCII words (the one
+    # non-ASCII letter it turns into an ASCII one, İ, also adds a combining dot after it), so
+    # this is the C twin's ASCII-only folding.
+    if len(text) < MIN_SHAPE_LENGTH:
+        return False
+    if "=" in text or ":" in text or "@" in text or "--" in text or "'," in text or '",' in text:
+        return True
+    if "b" in text or "B" in text:
+        lowered = text.lower()
+        return "bearer" in lowered or "basic" in lowered
+    return False
 
 
-# The C twin is the same test, about five times faster than the regular expression.
+# The C twin is the same test, three to four times faster.
 could_hold_secret: Callable[[str], bool] = getattr(
     _accel.compiled, "could_hold_secret", _could_hold_secret_py
 )

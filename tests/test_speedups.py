@@ -95,6 +95,10 @@ def stopper(x):
 def flat(x):
     return {"n": x, "label": "t" * x, "ratio": x / 2, "ok": True, "none": None}
 
+@taskscope.task("shaped")
+def shaped(url, note):
+    return {"url": url, "note": note}
+
 results = []
 with client.start_run(name="scenario"):
     results.append(add(1, 2))
@@ -124,6 +128,10 @@ with client.start_run(name="scenario"):
     except Stop as exc:
         results.append(f"stopped {exc.args}")
     results.append(str(not_finite(1)))
+    # Secrets by shape: plain arguments, a raw string result, a flat dict whose keys are judged.
+    results.append(shaped("https://example.com/?q=1", "plain words"))
+    results.append(shaped("postgres://ada:pw-4417@db/app", "Bearer tok-4417-abcdef"))
+    results.append(add("see token=tk-4417", ""))
     results.append(add(None, None) if False else add(True, 1))
 client.flush()
 
@@ -192,6 +200,11 @@ def test_both_implementations_record_the_same() -> None:
     assert by_name["skipper"]["status"] == "skipped"
     assert by_name["walked"]["input"]["api_key"] == "[REDACTED]"
     assert "hunter2" not in json.dumps(records)
+    assert "4417" not in json.dumps(records)  # every secret by shape, on both paths
+    assert [row["output"] for row in records if row.get("name") == "shaped"] == [
+        {"url": "https://example.com/?q=1", "note": "plain words"},
+        {"url": "postgres://ada:[REDACTED]@db/app", "note": "Bearer [REDACTED]"},
+    ]
     assert by_name["shout"]["metadata"] == {"team": "x"}
     assert len(str(records)) < 100_000  # the 5,000-character argument was bounded
 
