@@ -317,8 +317,8 @@ class Outbox:
                 ops = [
                     Row(*found)
                     for found in db.execute(
-                        "SELECT id, kind, path, body, task_id, after, records, size, created FROM ops "
-                        "WHERE stream = ? ORDER BY id",
+                        "SELECT id, kind, path, body, task_id, after, records, size, created "
+                        "FROM ops WHERE stream = ? ORDER BY id",
                         (key,),
                     )
                 ]

@@ -315,11 +315,11 @@ class AgentOSExporter(BaseExporter):
         """Wait for delivery within ``timeout``; True when it was all delivered or is in the
         outbox, and nothing was dropped since the last flush.
 
-        With the outbox on, it returns as soon as nothing is on the wire and every run that
-        waits is waiting out a backoff that ends after ``timeout``: what waits is on disk and
-        goes out later (``wait_delivered`` waits for the server instead).
+        It returns early when nothing is on the wire and every run that waits is in a backoff
+        that ends after ``timeout``: nothing could be sent in time. With the outbox on, what
+        waits is on disk and goes out later (``wait_delivered`` waits for the server).
         """
-        delivered = self._wait(timeout, durable=self._outbox is not None)
+        delivered = self._wait(timeout, hopeless_ends=True)
         dropped = self._counts["dropped"]
         clean = dropped == self._dropped_at_flush
         self._dropped_at_flush = dropped
@@ -327,7 +327,27 @@ class AgentOSExporter(BaseExporter):
 
     def wait_delivered(self, timeout: float) -> bool:
         """Wait until the server took everything this exporter holds (recovered records too)."""
-        return self._wait(timeout, durable=False)
+        return self._wait(timeout, hopeless_ends=False)
+
+    def send_waiting(self, timeout: float) -> bool:
+        """Send what waits now (runs in a backoff too), taking over what other processes left
+        in the outbox, and wait for its delivery.
+
+        An exporter recovers the outbox by itself in the background; ``taskscope outbox send``
+        calls this to wait for the result. True when nothing this exporter holds is left.
+        """
+        if self._outbox is not None:
+            try:
+                self._adopt(self._outbox.claim_abandoned())
+            except sqlite3.Error:
+                logger.debug("taskscope: outbox claim failed", exc_info=True)
+        with self._lock:
+            for stream in self._streams.values():
+                stream.not_before = 0.0
+                self._dirty.add(stream)
+            self._failing = 0
+            self._work.notify()
+        return self.wait_delivered(timeout)
 
     def shutdown(self) -> None:
         with self._lock:
@@ -967,7 +987,9 @@ class AgentOSExporter(BaseExporter):
 
     # -- waiting, recovery -------------------------------------------------------------------
 
-    def _wait(self, timeout: float, *, durable: bool) -> bool:
+    def _wait(self, timeout: float, *, hopeless_ends: bool) -> bool:
+        """Wait until nothing is held, or ``timeout``; with ``hopeless_ends``, also stop when
+        every run that waits is in a backoff past the deadline (nothing can happen in time)."""
         deadline = time.monotonic() + timeout
         with self._lock:
             self._flushing += 1
@@ -977,7 +999,7 @@ class AgentOSExporter(BaseExporter):
             try:
                 while self._pending and not self._closed:
                     now = time.monotonic()
-                    if durable and not self._sending and self._all_waiting_out(deadline):
+                    if hopeless_ends and not self._sending and self._all_waiting_out(deadline):
                         break
                     left = deadline - now
                     if left <= 0:
