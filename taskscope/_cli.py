@@ -254,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
         "$TASKSCOPE_ALLOWED_HOSTS, comma-separated); others get 421",
     )
     ui.set_defaults(handler=_cmd_ui)
+
+    from ._cli_outbox import add_outbox_command  # the outbox commands live in their own module
+
+    add_outbox_command(commands, _Problem)
     return parser
 
 
