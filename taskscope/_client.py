@@ -207,6 +207,15 @@ class Task(_TaskFields):
             internal_error("task-fail")
 
 
+def check_name(name: object, call: str) -> None:
+    """Refuse a name that is not text here, at the call, not in a failed batch later."""
+    if name.__class__ is not str and not isinstance(name, str):
+        raise TypeError(
+            f"{call}() takes the name as a str, not {type(name).__name__} ({name!r:.60}); "
+            "pass str(value) if you meant its text."
+        )
+
+
 class Run:
     """One execution of an agent: its tasks and events, in order."""
 
@@ -314,6 +323,7 @@ class Run:
         kind: str = "task",
     ) -> Task:
         """Start a task in state ``running``; end it with complete(), fail() or skip()."""
+        check_name(name, "start_task")
         return self._open_task(name, settings.capturer.value(input), metadata, kind, False)
 
     def _open_task(
@@ -571,6 +581,7 @@ class Span:
         parent: Task | None = None,
         payload: Mapping[str, Any] | None = None,
     ) -> None:
+        check_name(name, "start_span")
         self._run = run
         self._task = run._open_task(
             name, settings.capturer.value(payload), None, kind or "span", False, parent
@@ -634,6 +645,8 @@ class Client:
         trigger_type: str | None = None,
     ) -> Run:
         """Start a run; end it with complete(), fail() or cancel(), or use it in ``with``."""
+        if name is not None:
+            check_name(name, "start_run")
         if settings.disabled:
             return NOOP_RUN
         rate = settings.sample_rate if self.sample_rate is None else self.sample_rate

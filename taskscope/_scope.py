@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Any
 
 from . import _context, _live
-from ._client import NOOP_RUN, NOOP_TASK, Run, Task
+from ._client import NOOP_RUN, NOOP_TASK, Run, Task, check_name
 from ._config import default_client, settings
 from ._internal import internal_error, warn_once
 from ._model import ErrorInfo
@@ -229,6 +229,7 @@ class TaskScope(FrameBlock):
         run: Run | None = None,
     ) -> None:
         super().__init__()
+        check_name(name, "task")
         self.name = name
         self._input = input
         self._metadata = metadata

@@ -423,12 +423,17 @@ class StoreUnavailable(Exception):
     """The file cannot take writes now (disk full, locked past the deadline, I/O error)."""
 
 
+def _text(value: Any) -> Any:
+    # SQLite would store bytes as a BLOB, which no reader of a name expects: store its text.
+    return value if value.__class__ is str else _clean_text(value, False)
+
+
 def _task_row(record: TaskRecord) -> tuple[Any, ...]:
     return (
         record.id,
         record.run_id,
         record.parent_id,
-        record.name,
+        _text(record.name),
         record.status,
         _json(record.input),
         _json(record.output),
@@ -447,7 +452,7 @@ def _event_row(record: EventRecord) -> tuple[Any, ...]:
         record.id,
         record.run_id,
         record.task_id,
-        record.type,
+        _text(record.type),
         record.level,
         _json(record.payload),
         record.occurred_ns,
@@ -458,7 +463,7 @@ def _event_row(record: EventRecord) -> tuple[Any, ...]:
 def _run_row(record: RunRecord) -> tuple[Any, ...]:
     return (
         record.id,
-        record.name,
+        _text(record.name),
         record.status,
         _json(record.input),
         _json(record.output),
