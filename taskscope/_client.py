@@ -9,8 +9,11 @@ was recorded; everything else (ids as text, datetimes, tracebacks) waits for the
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import random
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -216,6 +219,53 @@ def check_name(name: object, call: str) -> None:
         )
 
 
+# -- processes: a run belongs to the process that started it --------------------------------
+
+_open_runs: weakref.WeakSet[Run] = weakref.WeakSet()
+_joins = itertools.count()
+INHERITED = "running in the parent process"  # a forked child's view of the parent's open tasks
+
+
+def foreign_seq_base() -> int:
+    """Where a process numbers its records of a run it did not start (fork, attach).
+
+    Each such handle numbers from a range of its own, (pid + 1) * 2**30 plus 2**24 per handle,
+    so numbers never collide with the owner's (below 2**30) nor between processes alive at
+    once, and stay below 2**53, exact in JavaScript. They sort after the owner's records.
+    """
+    return ((os.getpid() & 0x3FFFFF) + 1) << 30 | (next(_joins) & 0x3F) << 24
+
+
+def _adopt_after_fork() -> None:
+    # The child goes on inside the parent's runs and tasks, which the parent still ends: here
+    # they must not end (a sys.exit in the child would fail them) nor reuse the parent's
+    # sequence numbers. Runs become joined ones; the open tasks of this thread, inherited.
+    for run in list(_open_runs):
+        if run.status == "running" and not run._remote:
+            run._remote = True
+            run._seq = foreign_seq_base()
+    task = _context.get_current_task()
+    while task is not None and task.recording:
+        if task.status == "running":
+            task.status = INHERITED
+        task = task.parent
+
+
+def _fix_ids_before_fork() -> None:
+    # Ids are formatted lazily from a per-process prefix, which a child gets anew: the ids the
+    # child refers to (its parent task, its run) must be the ones the parent records.
+    for run in list(_open_runs):
+        _ = run.id
+    task = _context.get_current_task()
+    while task is not None and task.recording:
+        _ = task.id
+        task = task.parent
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_fix_ids_before_fork, after_in_child=_adopt_after_fork)
+
+
 class Run:
     """One execution of an agent: its tasks and events, in order."""
 
@@ -269,11 +319,13 @@ class Run:
         self.external_run_id = external_run_id
         self.parent_run_id = parent_run_id
         self.status = "running"
-        self._seq = 0
+        self._seq = foreign_seq_base() if run_id is not None else 0
         self._dropped = 0  # its records dropped by a full intake; counted under its lock
         self._usage: dict[str, int] = {}
         self._entered: list[Any] = []
         self.start_ns = _time_ns()
+        if run_id is None:
+            _open_runs.add(self)
         hooks = client._live
         self._live: Any = ()
         if hooks:
@@ -451,8 +503,9 @@ class Run:
     def _check_open(self, action: str) -> None:
         if self._remote:
             raise StateError(
-                f"Cannot {action} run {self.id}: it was started in another process and "
-                "joined here with taskscope.attach(); the process that started it ends it."
+                f"Cannot {action} run {self.id}: it was started in another process (joined "
+                "here with taskscope.attach(), or the parent of this forked process); the "
+                "process that started it ends it."
             )
         if self.status != "running":
             raise StateError(

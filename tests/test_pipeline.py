@@ -408,3 +408,78 @@ def test_all_pipelines_lists_live_clients() -> None:
     assert client._pipeline in _pipeline.all_pipelines()
     client.shutdown()
     assert client._pipeline not in _pipeline.all_pipelines()
+
+
+def _drop_accounting(records: list[taskscope.Record], tasks_per_run: int, runs: int) -> None:
+    """Every run's start and end arrived; each end counts exactly its tasks that did not."""
+    run_records = [r for r in records if isinstance(r, taskscope.RunRecord)]
+    ends = {r.id: r for r in run_records if r.end_ns is not None}
+    starts = {r.id for r in run_records if r.end_ns is None}
+    assert len(ends) == runs and set(ends) == starts
+    assert all(r.status == "completed" for r in ends.values())
+    arrived: dict[str, set[str]] = {run_id: set() for run_id in ends}
+    last: dict[str, taskscope.TaskRecord] = {}
+    for record in records:
+        if isinstance(record, taskscope.TaskRecord):
+            last[record.id] = record
+            arrived[record.run_id].add(record.id)
+    assert all(task.end_ns is not None for task in last.values())  # none left "running"
+    for run_id, end in ends.items():
+        dropped = end.metadata.get("taskscope.dropped", 0)
+        assert len(arrived[run_id]) + dropped == tasks_per_run, (len(arrived[run_id]), dropped)
+
+
+def test_a_hung_exporter_never_loses_a_runs_start_or_end_and_each_end_counts_its_drops(
+    gate: GateExporter,
+) -> None:
+    """Runs of open tasks behind a hung exporter with a queue of 50: every run's start and end
+    arrive, no task is left "running", and each run's end says how many of its tasks did not
+    arrive; the client's count is their sum."""
+    client = taskscope.Client([gate], max_queue_size=50, max_batch_size=8)
+    gate.gate.clear()
+    for number in range(5):
+        with client.start_run(name=f"run-{number}") as run:
+            open_tasks = [run.start_task(f"step-{i}") for i in range(30)]
+            for task in open_tasks:
+                task.complete()
+    gate.gate.set()
+    assert client.flush(10) is False  # drops since the last flush: said so
+    _drop_accounting(gate.records, 30, 5)
+    dropped = client.stats()["dropped"]
+    run_ends = [r for r in gate.records if isinstance(r, taskscope.RunRecord) and r.end_ns]
+    assert dropped == sum(r.metadata.get("taskscope.dropped", 0) for r in run_ends) > 0
+    assert client.flush()  # nothing dropped since
+    client.shutdown()
+
+
+def test_a_stalled_dispatcher_drops_at_the_intake_and_keeps_every_run(
+    memory: InMemoryExporter,
+) -> None:
+    """The same accounting when the intake itself overflows (its thread held up by a tap)."""
+    client = taskscope.Client([memory], max_queue_size=40, max_batch_size=8)
+    release = threading.Event()
+    stalled = threading.Event()
+
+    def stall(records: list[taskscope.Record]) -> None:
+        stalled.set()
+        release.wait(30)
+
+    client._pipeline.add_tap(stall)
+    client.start_run(name="warm-up").complete()
+    assert stalled.wait(10)
+    for number in range(4):
+        with client.start_run(name=f"run-{number}") as run:
+            for index in range(25):
+                with run.task(f"step-{index}"):
+                    pass
+    assert client.stats()["dropped"] > 0
+    release.set()
+    client._pipeline.remove_tap(stall)
+    assert client.flush(10) is False
+    records = [r for r in memory.records if getattr(r, "name", "") != "warm-up"]
+    _drop_accounting(records, 25, 4)
+    run_ends = [r for r in records if isinstance(r, taskscope.RunRecord) and r.end_ns]
+    assert client.stats()["dropped"] == sum(
+        r.metadata.get("taskscope.dropped", 0) for r in run_ends
+    )
+    client.shutdown()

@@ -1,7 +1,8 @@
-"""The local store keeps what it was given: shared files, a live server, full and read-only disks."""
+"""The local store keeps what it was given: shared files, a live server, full or read-only disks."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -191,3 +192,182 @@ def test_a_live_ui_while_four_processes_write_loses_nothing(
     assert _rows(path, "SELECT count(*) FROM tasks WHERE name = 'step'") == [(200,)]
     assert _rows(path, "SELECT count(*) FROM runs WHERE name = 'ingested'") == [(25,)]
     assert _rows(path, "SELECT count(*) FROM tasks WHERE name = 'remote-step'") == [(25,)]
+
+
+FORK_EXIT = textwrap.dedent(
+    """
+    import os, sys
+    import taskscope
+    from taskscope.exporters import LocalStore
+
+    client = taskscope.Client([LocalStore(sys.argv[1])])
+    with client.start_run(name="parent") as run:
+        with run.task("before"):
+            pass
+        with run.task("outer"):
+            pid = os.fork()
+            if pid == 0:
+                with run.task("in-child"):
+                    run.emit("child.said", {"pid": os.getpid()})
+                sys.exit(0)  # through the parent's blocks, which the parent ends
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+            with run.task("after"):
+                pass
+    print("delivered" if client.shutdown(30) else "LOST")
+    """
+)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_exiting_with_sys_exit_does_not_end_the_parents_run(
+    tmp_path: Path,
+) -> None:
+    """The parent's run and task end as the parent ends them; the child's task is kept; no
+    sequence number repeats."""
+    path = tmp_path / "fork.db"
+    out = subprocess.run(
+        [sys.executable, "-c", FORK_EXIT, str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "delivered"
+    assert _rows(path, "SELECT name, status, error FROM runs") == [("parent", "completed", None)]
+    tasks = _rows(path, "SELECT name, status, parent_id, id, seq, end_seq FROM tasks")
+    by_name = {row[0]: row for row in tasks}
+    assert sorted(by_name) == ["after", "before", "in-child", "outer"]
+    assert {row[1] for row in tasks} == {"completed"}
+    assert by_name["in-child"][2] == by_name["outer"][3]
+    (event_seq,) = _rows(path, "SELECT seq FROM events WHERE type = 'child.said'")[0]
+    numbers = [row[4] for row in tasks] + [row[5] for row in tasks] + [event_seq]
+    numbers += [seq for row in _rows(path, "SELECT seq, end_seq FROM runs") for seq in row]
+    assert len(numbers) == len(set(numbers)) == 4 * 2 + 1 + 2
+    # The parent's own records keep their order; the child's come after them.
+    assert by_name["before"][5] < by_name["outer"][4] < by_name["after"][4]
+    assert by_name["in-child"][4] > by_name["after"][5]
+
+
+ATTACHER = textwrap.dedent(
+    """
+    import json, sys
+    import taskscope
+    from taskscope.exporters import LocalStore
+
+    taskscope.configure(exporters=[LocalStore(sys.argv[1])])
+    carrier = json.loads(sys.argv[2])
+    for round in range(2):
+        with taskscope.attach(carrier) as run:
+            with run.task(f"remote-{round}"):
+                run.emit("remote.said")
+    print("delivered" if taskscope.flush() else "LOST")
+    """
+)
+
+
+def test_processes_that_attach_to_one_run_never_repeat_a_sequence_number(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "attach.db"
+    taskscope.configure(exporters=[LocalStore(path)])
+    with taskscope.run("shared"):
+        run = taskscope.current_run()
+        with taskscope.task("local-before"):
+            pass
+        carrier = json.dumps(dict(taskscope.inject()))
+        for _ in range(2):
+            out = subprocess.run(
+                [sys.executable, "-c", ATTACHER, str(path), carrier],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert out.returncode == 0, out.stderr
+            assert out.stdout.strip() == "delivered"
+        with taskscope.task("local-after"):
+            pass
+    assert taskscope.flush()
+    run_id = run.id
+    tasks = _rows(path, f"SELECT seq, end_seq FROM tasks WHERE run_id = '{run_id}'")
+    events = _rows(path, f"SELECT seq FROM events WHERE run_id = '{run_id}'")
+    assert len(tasks) == 2 + 2 * 2 and len(events) == 2 * 2
+    numbers = [n for row in tasks for n in row] + [row[0] for row in events]
+    assert len(numbers) == len(set(numbers))
+
+
+@contextmanager
+def _tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """A small real filesystem of its own (root can mount tmpfs; elsewhere the test skips)."""
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}); needs root")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def _fill(folder: Path) -> Path:
+    filler = folder / "filler"
+    with filler.open("wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        except OSError:
+            pass
+    return filler
+
+
+@pytest.mark.slow
+def test_a_full_disk_keeps_the_batches_and_writes_them_once_space_is_freed(
+    tmp_path: Path,
+) -> None:
+    """3,000 tasks recorded while the disk is full are kept, then all stored once it is not."""
+    with _tmpfs(tmp_path / "disk", "4m") as disk:
+        path = disk / "store.db"
+        store = LocalStore(path)
+        client = taskscope.Client([store])
+        with client.start_run(name="before") as run, run.task("kept"):
+            pass
+        assert client.flush()
+        filler = _fill(disk)
+        with client.start_run(name="during") as run:
+            for index in range(3000):
+                with run.task("step", input={"index": index, "text": "x" * 200}):
+                    pass
+        assert client.flush() is False  # not stored yet: said so
+        assert store.backlog > 0
+        filler.unlink()
+        assert client.flush()
+        assert store.backlog == 0
+        assert client.shutdown()
+        assert client.stats()["exporters"]["LocalStore"]["failed"] == 0
+        assert _rows(path, "SELECT name, status FROM runs ORDER BY started_at") == [
+            ("before", "completed"),
+            ("during", "completed"),
+        ]
+        assert _rows(path, "SELECT count(DISTINCT id) FROM tasks WHERE name = 'step'") == [(3000,)]
+        assert _integrity(path) == "ok"
+
+
+def test_a_store_on_a_read_only_filesystem_is_read_by_the_cli(tmp_path: Path) -> None:
+    with _tmpfs(tmp_path / "disk", "8m") as disk:
+        path = disk / "store.db"
+        client = taskscope.Client([LocalStore(path)])
+        with client.start_run(name="archived") as run, run.task("step"):
+            pass
+        assert client.shutdown()
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        for command in (["runs"], ["show", "latest"], ["export", "latest"]):
+            out = subprocess.run(
+                [sys.executable, "-m", "taskscope", *command, "--db", str(path)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert out.returncode == 0, out.stderr
+            assert "archived" in out.stdout or "step" in out.stdout
