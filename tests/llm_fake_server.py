@@ -33,7 +33,9 @@ ANTHROPIC_USAGE = {"input_tokens": 10, "output_tokens": 7, "cache_read": 3, "cac
 class FakeLLMServer:
     """Starts on a free port of 127.0.0.1; use as a context manager so it is stopped."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_alive: bool = False) -> None:
+        # keep_alive: connections are reused (benchmarks); off, each request has its own.
+        self.keep_alive = keep_alive
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
@@ -67,6 +69,7 @@ class FakeLLMServer:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out apart: no 40 ms delayed-ACK wait
 
     def log_message(self, format: str, *args: Any) -> None:
         return None  # quiet test output
@@ -75,7 +78,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
         fake: FakeLLMServer = self.server.fake  # type: ignore[attr-defined]
-        fake.requests.append((self.path, body))
+        if not fake.keep_alive:  # a benchmark's thousands of calls are not kept
+            fake.requests.append((self.path, body))
         model = str(body.get("model", ""))
         anthropic = self.path.endswith("/messages")
         for status in (429, 500):
@@ -103,9 +107,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(data)))
         self.send_header("x-request-id", "req_fake_1")
-        # One request per connection: no idle pooled sockets outlive a test's event loop.
-        self.send_header("connection", "close")
-        self.close_connection = True
+        if not self.server.fake.keep_alive:  # type: ignore[attr-defined]
+            # One request per connection: no idle pooled socket outlives a test's event loop.
+            self.send_header("connection", "close")
+            self.close_connection = True
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         self.end_headers()

@@ -59,7 +59,7 @@ def metadata(model: str = "claude-x", **more: Any) -> dict[str, Any]:
         "request_model": model,
         "response_model": f"{model}-2026-01-01",
         "response_id": "msg_fake1",
-        "usage": USAGE,
+        **USAGE,
         **more,
     }
 
@@ -168,7 +168,7 @@ def test_stream_abandoned_after_three_chunks_ends_once_closed_early(
     assert task.status == "completed"
     assert task.output == {"role": "assistant", "content": "Hello", "stop_reason": None}
     started = {**USAGE, "output_tokens": 1}  # message_start's count: the last delta never came
-    assert streamed_metadata(task) == metadata(stream=True, usage=started, closed_early=True)
+    assert streamed_metadata(task) == metadata(stream=True, **started, closed_early=True)
     [ended_run] = [r for r in memory.records if r.record_type == "run" and r.end_ns is not None]
     assert (ended_run.id, ended_run.usage) == (run.id, started)  # type: ignore[union-attr]
 

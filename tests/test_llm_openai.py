@@ -15,11 +15,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import taskscope
-from taskscope.exporters import InMemoryExporter
+from taskscope import _agentos_api as api
+from taskscope.exporters import AgentOSExporter, InMemoryExporter
 from taskscope.exporters.otel import OTelExporter
 from taskscope.integrations import _openai
 from taskscope.testing import capture
 from tests.conftest import ended_snapshots
+from taskscope.server.app import create_app, serve_in_thread
 from tests.llm_fake_server import REPLY, TOOL_ARGUMENTS, TOOL_NAME, FakeLLMServer
 
 MESSAGES = [{"role": "user", "content": "Say hello."}]
@@ -57,7 +59,7 @@ def chat_metadata(model: str, **more: Any) -> dict[str, Any]:
         "request_model": model,
         "response_model": f"{model}-2026-01-01",
         "response_id": "chatcmpl-fake1",
-        "usage": CHAT_USAGE,
+        **CHAT_USAGE,
         **more,
     }
 
@@ -91,10 +93,7 @@ def test_sync_chat_call_is_an_llm_task_with_request_answer_and_usage(
     assert task.metadata == chat_metadata("gpt-5")
     assert task.run_id == cap.run("agent").id
     assert cap.run("agent").usage == CHAT_USAGE
-    response_events = [e for e in cap.events if e.type == "llm.response"]
-    assert [(e.task_id, e.payload) for e in response_events] == [
-        (task.id, {"model": "gpt-5-2026-01-01", "response": None, **CHAT_USAGE})
-    ]
+    assert cap.events == []  # the task is the record: no llm.request/llm.response events
 
 
 def test_async_chat_call_is_recorded_like_a_sync_one(server: FakeLLMServer) -> None:
@@ -188,7 +187,14 @@ def test_the_callers_stream_options_are_left_alone(server: FakeLLMServer) -> Non
     assert server.requests[-1][1]["stream_options"] == {"include_usage": False}
     task = cap.task("chat gpt-5")
     meta = streamed_metadata(task)
-    assert "usage" not in meta and "closed_early" not in meta
+    assert meta == {
+        "provider": "openai",
+        "operation": "chat",
+        "request_model": "gpt-5",
+        "response_model": "gpt-5-2026-01-01",
+        "response_id": "chatcmpl-fake1",
+        "stream": True,
+    }
     assert (task.status, task.output) == ("completed", REPLY_MESSAGE)
     assert cap.run("agent").usage == {}
 
@@ -206,7 +212,7 @@ def test_callers_usage_chunk_reaches_the_caller(server: FakeLLMServer) -> None:
             )
         )
     assert chunks[-1].choices == [] and chunks[-1].usage.prompt_tokens == 12
-    assert cap.task("chat gpt-5").metadata["usage"] == CHAT_USAGE
+    assert streamed_metadata(cap.task("chat gpt-5")) == chat_metadata("gpt-5", stream=True)
 
 
 def test_stream_abandoned_after_three_chunks_ends_once_closed_early(
@@ -224,9 +230,15 @@ def test_stream_abandoned_after_three_chunks_ends_once_closed_early(
     [task] = ended_snapshots(memory, "chat gpt-5")
     assert task.status == "completed"
     assert task.output == {"role": "assistant", "content": "Hello from", "stop_reason": None}
-    meta = streamed_metadata(task)
-    assert meta.pop("closed_early") is True
-    assert "usage" not in meta
+    assert streamed_metadata(task) == {
+        "provider": "openai",
+        "operation": "chat",
+        "request_model": "gpt-5",
+        "response_model": "gpt-5-2026-01-01",
+        "response_id": "chatcmpl-fake1",
+        "stream": True,
+        "closed_early": True,
+    }
 
 
 def test_stream_closed_early_in_a_with_block(
@@ -323,7 +335,7 @@ def responses_metadata(**more: Any) -> dict[str, Any]:
         "request_model": "gpt-5",
         "response_model": "gpt-5-2026-01-01",
         "response_id": "resp_fake1",
-        "usage": RESPONSES_USAGE,
+        **RESPONSES_USAGE,
         **more,
     }
 
@@ -383,7 +395,7 @@ def test_embeddings_record_counts_not_vectors(server: FakeLLMServer) -> None:
         "operation": "embeddings",
         "request_model": "text-embedding-3-small",
         "response_model": "text-embedding-3-small-2026-01-01",
-        "usage": {"input_tokens": 3},
+        "input_tokens": 3,
     }
     assert cap.run("agent").usage == {"input_tokens": 3}
 
@@ -484,7 +496,7 @@ def test_the_stream_helper_is_recorded(server: FakeLLMServer) -> None:
     assert final.choices[0].message.content == REPLY
     task = cap.task("chat gpt-5")
     assert (task.status, task.output) == ("completed", REPLY_MESSAGE)
-    assert task.metadata["usage"] == CHAT_USAGE
+    assert streamed_metadata(task) == chat_metadata("gpt-5", stream=True)
 
 
 # -- OpenTelemetry ----------------------------------------------------------------------------
@@ -524,3 +536,32 @@ def test_otel_span_has_genai_and_openinference_attributes(server: FakeLLMServer)
     }
     assert {key: attributes.get(key) for key in expected} == expected
     provider.shutdown()
+
+
+# -- AgentOS ----------------------------------------------------------------------------------
+
+
+def test_agentos_gets_the_llm_span_with_token_counts(server: FakeLLMServer, tmp_path: Any) -> None:
+    """The AgentOS exporter: the call is an llm span whose payload has the token counts,
+    and the run completes with the run's usage; the ingest server accepts both."""
+    from tests.test_agentos import KEY, FaultProxy
+
+    with serve_in_thread(create_app(tmp_path / "ui.db", ingest_key=KEY)) as ingest:
+        proxy = FaultProxy(ingest)
+        try:
+            sender = AgentOSExporter(KEY, "agent-1", proxy.url, timeout=5.0)
+            recorder = taskscope.Client([sender])
+            client = taskscope.instrument_openai(sync_client(server))
+            with recorder.start_run(name="agent"):
+                client.chat.completions.create(model="gpt-5", messages=MESSAGES)
+            assert recorder.flush(10.0)
+            recorder.shutdown()
+        finally:
+            proxy.close()
+    assert proxy.seen and all(entry.status == 200 for entry in proxy.seen)
+    events = [ev for e in proxy.seen if e.path == api.EVENTS for ev in e.body["events"]]
+    [span] = [ev for ev in events if ev.get("span_id")]
+    assert (span["type"], span["kind"]) == ("chat gpt-5", "llm")
+    assert span["payload"] == {"status": "completed", **CHAT_USAGE}
+    [complete] = [e.body for e in proxy.seen if e.path == api.RUN_COMPLETE]
+    assert {key: complete[key] for key in CHAT_USAGE} == CHAT_USAGE

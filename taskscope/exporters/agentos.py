@@ -662,6 +662,8 @@ class AgentOSExporter(BaseExporter):
                     {
                         "status": task.status,
                         "error": api.clip(error, api.MAX_ERROR_MESSAGE) if error else None,
+                        # A model call's token counts label its span in AgentOS.
+                        **{k: task.metadata[k] for k in api.USAGE_KEYS if k in task.metadata},
                     }
                 ),
                 "occurred_at": api.iso(task.start_ns),

@@ -221,9 +221,6 @@ def _llm_response_attributes(span: Span, ending: Ending) -> None:
     reasons = [r["stop_reason"] for r in replies if isinstance(r, Mapping) and r.get("stop_reason")]
     if reasons and all(isinstance(reason, str) for reason in reasons):
         span.set_attribute("gen_ai.response.finish_reasons", reasons)
-    usage = meta.get("usage")
-    if not isinstance(usage, Mapping):
-        return
     names = {
         "input_tokens": ("gen_ai.usage.input_tokens", "llm.token_count.prompt"),
         "output_tokens": ("gen_ai.usage.output_tokens", "llm.token_count.completion"),
@@ -237,11 +234,12 @@ def _llm_response_attributes(span: Span, ending: Ending) -> None:
         ),
     }
     for key, (genai, openinference) in names.items():
-        if key in usage:
-            span.set_attribute(genai, _count(usage[key]))
-            span.set_attribute(openinference, _count(usage[key]))
-    total = _count(usage.get("input_tokens")) + _count(usage.get("output_tokens"))
-    span.set_attribute("llm.token_count.total", total)
+        if key in meta:
+            span.set_attribute(genai, _count(meta[key]))
+            span.set_attribute(openinference, _count(meta[key]))
+    if "input_tokens" in meta or "output_tokens" in meta:
+        total = _count(meta.get("input_tokens")) + _count(meta.get("output_tokens"))
+        span.set_attribute("llm.token_count.total", total)
 
 
 def _finish(span: Span, state: _SpanState, ending: Ending) -> None:

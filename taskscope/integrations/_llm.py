@@ -18,20 +18,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 from weakref import WeakKeyDictionary
 
-from .. import _context
 from .._config import settings
 from .._internal import internal_error
 from .._scope import Frame, begin_task, fail, finish
-
-_time_ns = time.time_ns
-_set_task = _context.current_task_var.set
-_reset_task = _context.current_task_var.reset
 
 # Arguments that are about transport, not the request: headers can carry credentials.
 _NOT_INPUT = frozenset({"extra_headers", "extra_query", "extra_body", "timeout"})
@@ -237,15 +231,15 @@ class Call:
         if first_token_ns is not None:
             meta["time_to_first_token_ms"] = round((first_token_ns - task.start_ns) / 1e6, 3)
         output = settings.capturer.value(answer.output) if self.options.capture_output else None
-        if answer.usage:
-            meta["usage"] = dict(answer.usage)
-            # The llm.response event puts the counts into the run's usage and, under this
-            # task, in front of exporters that read events (AgentOS, the OTel span's tally).
-            token = _set_task(task)
-            try:
-                task.run.emit_llm_response(answer.model or "", None, answer.usage)
-            finally:
-                _reset_task(token)
+        usage = answer.usage
+        if usage:
+            # Flat, like emit_llm_response's payload (and a flat dict is the cheap one to copy).
+            # No llm.response event: the task is the record of the call, and exporters read
+            # the counts from it (OTel's GenAI attributes, the AgentOS span's payload).
+            meta.update(usage)
+            run_usage = task.run._usage  # what emit_llm_response adds to; run.complete reads
+            for key, value in usage.items():
+                run_usage[key] = run_usage.get(key, 0) + value
         finish(self.frame, output, closed_early=closed_early)
 
     def fail(self, exc: BaseException) -> None:
