@@ -94,6 +94,7 @@ def test_retries_go_on_by_time_not_by_count(stand_in: StandIn, outbox_dir: Path)
     stand_in.retry_after = 0.01
     client = taskscope.Client([sender])
     ids, _ = record_runs(client, runs=1, tasks=4, events=1)
+    assert client.flush(10.0)
     assert sender.wait_delivered(60.0)
     client.shutdown()
     assert problems(stand_in, ids, tasks=4, events=1) == []
@@ -125,6 +126,7 @@ def test_requests_go_out_concurrently_within_the_bound(outbox_dir: Path) -> None
         sender = exporter(slow.url, max_in_flight=6)
         client = taskscope.Client([sender])
         ids, _ = record_runs(client, runs=4, tasks=30, events=1)
+        assert client.flush(10.0)
         assert sender.wait_delivered(60.0)
         client.shutdown()
         assert problems(slow, ids, tasks=30, events=1) == []

@@ -69,7 +69,7 @@ class Transport:
         *,
         timeout: float,
         transport: httpx.BaseTransport | None = None,
-        connections: int = 16,
+        connections: int = 32,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._connections = connections

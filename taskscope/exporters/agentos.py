@@ -169,7 +169,7 @@ class AgentOSExporter(BaseExporter):
         base_url: str | None = None,
         *,
         timeout: float = 10.0,
-        max_in_flight: int = 16,
+        max_in_flight: int = 32,
         max_retry_time: float = 86_400.0,
         max_retries: int | None = None,
         backoff: float = 0.25,
