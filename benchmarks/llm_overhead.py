@@ -1,0 +1,138 @@
+"""Microseconds instrument_openai adds to a non-streaming chat completion, measured in one run.
+
+Two OpenAI clients of the real SDK make the same call, one instrumented and one not, in
+alternating rounds so that both see the same machine. Twice: against the fake API of
+tests/llm_fake_server.py over real HTTP on 127.0.0.1 (what a user's call looks like, with
+network noise), and through an in-process ``MockTransport`` answering the same JSON (no
+sockets, so the difference is taskscope's own time). The figure is the median over rounds of
+(instrumented - plain) per call: in wall time, in the calling thread's CPU time, and in the
+process's CPU time (every thread's: the pipeline's work for the call is in it, flushed at the
+end of each batch). CPU times are not inflated by other programs on the machine; wall time is.
+docs/performance.md has the latest figures.
+
+    python benchmarks/llm_overhead.py [--rounds 31] [--calls 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx2
+import openai
+
+import taskscope
+from tests.llm_fake_server import FakeLLMServer, _chat_json
+
+MESSAGES = [{"role": "user", "content": "Say hello."}]
+
+
+class DropExporter:
+    """Takes batches and keeps nothing: the caller's cost is what is measured."""
+
+    def export(self, batch: Sequence[taskscope.Record]) -> None:
+        return None
+
+    def force_flush(self, timeout: float) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        return None
+
+
+def in_process_client() -> openai.OpenAI:
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, json=_chat_json(json.loads(request.content)))
+
+    transport = httpx2.MockTransport(answer)
+    return openai.OpenAI(
+        base_url="http://fake.invalid/v1",
+        api_key="sk-bench",
+        max_retries=0,
+        http_client=httpx2.Client(transport=transport),
+    )
+
+
+def per_call(client: openai.OpenAI, calls: int) -> tuple[float, float, float]:
+    """Wall, caller-thread CPU and process CPU microseconds per call.
+
+    Process CPU counts every thread (the pipeline's work for these calls, flushed at the end,
+    and the fake server's, the same for both clients); CPU times are not inflated by other
+    programs competing for the cores, which wall time is.
+    """
+    create = client.chat.completions.create
+    wall, thread, cpu = time.perf_counter_ns(), time.thread_time_ns(), time.process_time_ns()
+    for _ in range(calls):
+        create(model="gpt-5", messages=MESSAGES)
+    taskscope.flush()
+    return (
+        (time.perf_counter_ns() - wall) / calls / 1000,
+        (time.thread_time_ns() - thread) / calls / 1000,
+        (time.process_time_ns() - cpu) / calls / 1000,
+    )
+
+
+def measure(
+    make: Callable[[], openai.OpenAI], rounds: int, calls: int, **options: bool
+) -> dict[str, float]:
+    plain, recorded = make(), make()
+    taskscope.instrument_openai(recorded, **options)
+    samples: dict[str, list[float]] = {
+        key: [] for key in ("plain", "recorded", "wall", "thread", "cpu")
+    }
+    with taskscope.run("llm-overhead"):
+        per_call(plain, 20)  # warm both: connections, imports, caches
+        per_call(recorded, 20)
+        for index in range(rounds):
+            if index % 2 == 0:
+                p, r = per_call(plain, calls), per_call(recorded, calls)
+            else:
+                r, p = per_call(recorded, calls), per_call(plain, calls)
+            samples["plain"].append(p[0])
+            samples["recorded"].append(r[0])
+            samples["wall"].append(r[0] - p[0])
+            samples["thread"].append(r[1] - p[1])
+            samples["cpu"].append(r[2] - p[2])
+    taskscope.uninstrument_openai(recorded)
+    return {key: statistics.median(values) for key, values in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=31)
+    parser.add_argument("--calls", type=int, default=100)
+    args = parser.parse_args()
+    taskscope.configure(exporters=[DropExporter()])
+    with FakeLLMServer(keep_alive=True) as server:
+
+        def over_http() -> openai.OpenAI:
+            return openai.OpenAI(base_url=server.openai_url, api_key="sk-bench", max_retries=0)
+
+        cases = {
+            "fake API over HTTP": measure(over_http, args.rounds, args.calls),
+            "in-process transport": measure(in_process_client, args.rounds, args.calls),
+            "in-process, capture_input=False": measure(
+                in_process_client, args.rounds, args.calls, capture_input=False
+            ),
+        }
+    taskscope.flush()
+    print(
+        f"{'case':32} {'plain':>8} {'instrumented':>13} {'added: wall':>12}"
+        f" {'caller CPU':>11} {'process CPU':>12}   (µs per call, medians)"
+    )
+    for name, row in cases.items():
+        print(
+            f"{name:32} {row['plain']:8.1f} {row['recorded']:13.1f} {row['wall']:12.1f}"
+            f" {row['thread']:11.1f} {row['cpu']:12.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
