@@ -81,6 +81,10 @@ _KEY_OWNERS = frozenset(
         "service", "session", "shared", "signing", "ssh", "storage", "subscription", "webhook",
     }
 )  # fmt: skip
+# Letters every default secret key holds (lower-cased): text without any of them holds no such
+# key, and the key-based shapes are not looked for. (A key would need a separator inside one of
+# these, ``to_ken``, to slip through.)
+_KEY_LETTERS = re.compile("pass|secret|token|key|auth|cookie|credential|pw|sess|pat|bearer|jwt")
 _WORDS = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 
 
@@ -144,10 +148,11 @@ could_hold_secret: Callable[[str], bool] = getattr(
 )
 
 # scheme://user:password@ (and scheme://long-token@, GitHub's way of putting a token in a URL).
+# Every repeat is bounded, here and below: hostile text (``a.a.a.…://``) must cost linear time.
 _URL_USERINFO = re.compile(
-    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://(?P<user>[^\s:/?#@'\"<>]*):)"
-    r"(?P<secret>[^\s/?#'\"<>]+)@"
-    r"|(?P<head2>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<token>[A-Za-z0-9_~.-]{20,})@"
+    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]{0,31}://(?P<user>[^\s:/?#@'\"<>]{0,256}):)"
+    r"(?P<secret>[^\s/?#'\"<>]{1,512})@"
+    r"|(?P<head2>\b[A-Za-z][A-Za-z0-9+.-]{0,31}://)(?P<token>[A-Za-z0-9_~.-]{20,512})@"
 )
 # ("Authorization", "Bearer …") written out: a header pair in a repr or a JSON list, in its
 # own brackets (so that a JSON object's value and next key are not taken for a pair).
@@ -159,11 +164,14 @@ _QUOTED_PAIR = re.compile(
 _CURL_USER = re.compile(r"(?<![\w-])(?:-u|--user)[ \t]*[\"']?[^\s:'\"]+:(?P<secret>[^\s'\"]+)")
 # --password hunter2 (the --password=hunter2 form is a key=value pair)
 _FLAG = re.compile(
-    r"""(?<![\w-])--(?P<key>[A-Za-z][\w-]*)[ \t]+"""
+    r"""(?<![\w-])--(?P<key>[A-Za-z][\w-]{0,127})[ \t]+"""
     r"""(?P<secret>"(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|[^\s'"-][^\s'"]*)"""
 )
-# key=value, key: value, "key": "value", key = 'value', key := value
-_PAIR_KEY = re.compile(r"(?<!\w)(?P<key>[A-Za-z_][\w.-]*)(?:\\?[\"'])?[ \t]*(?:==|:=|[:=])[ \t]*")
+# key=value, key: value, "key": "value", key = 'value', key := value, --key=value. A key starts
+# after a character that cannot be part of one, so a long a.b.c… run is tried once, not per dot.
+_PAIR_KEY = re.compile(
+    r"(?<![\w.-])-{0,2}(?P<key>[A-Za-z_][\w.-]{0,127})(?:\\?[\"'])?[ \t]*(?:==|:=|[:=])[ \t]*"
+)
 _SCHEME = re.compile(r"(?ai:bearer|basic|token|digest|negotiate|ntlm)[ \t]+")
 _PLAIN_VALUE = re.compile(r"[^\s,;&'\"<>()\[\]{}]+")
 _HEADER_VALUE = re.compile(r"[^\r\n'\"]*")
@@ -263,17 +271,26 @@ class Redactor:
         return text
 
     def _shapes(self, text: str) -> str:
-        if "://" in text:
+        # Each shape's expression runs only on text holding the characters it needs.
+        if "://" in text and "@" in text:
             text = _URL_USERINFO.sub(_url_replacement, text)
-        if "'," in text or '",' in text:
-            text = _QUOTED_PAIR.sub(self._quoted_pair, text)
-        if "-" in text:
+        if "-u" in text or "--user" in text:
             text = _CURL_USER.sub(_replace_secret_group, text)
+        lowered = text.lower()
+        # The shapes that need a secret key, only where one could be (a URL's scheme, host
+        # and query names usually hold none of these letters).
+        if self._user_key_re is not None or (
+            self.defaults and _KEY_LETTERS.search(lowered) is not None
+        ):
+            if "'," in text or '",' in text:
+                text = _QUOTED_PAIR.sub(self._quoted_pair, text)
             if "--" in text:
                 text = _FLAG.sub(self._flag, text)
-        if "=" in text or ":" in text:
-            text = self._pairs(text)
-        return _BEARER.sub(_bearer_replacement, text)
+            if "=" in text or ":" in text:
+                text = self._pairs(text)
+        if "bearer" in lowered or "basic" in lowered:
+            text = _BEARER.sub(_bearer_replacement, text)
+        return text
 
     def _quoted_pair(self, match: re.Match[str]) -> str:
         if not self.is_secret_key(match.group("key")):
@@ -294,22 +311,22 @@ class Redactor:
         its value (``config={"password": "x"}``) is still found.
         """
         parts: list[str] = []
-        copied = position = 0
-        search = _PAIR_KEY.search
-        while (match := search(text, position)) is not None:
-            start = position = match.end()
-            if start >= len(text):
-                break
-            key = match.group("key")
-            if not self.is_secret_key(key):
+        copied = 0
+        is_secret = self.is_secret_key
+        length = len(text)
+        for match in _PAIR_KEY.finditer(text):
+            start = match.end()
+            # A match inside a value already replaced is part of that value.
+            if match.start() < copied or start >= length or not is_secret(match["key"]):
                 continue
-            header = "authorization" in key.lower() or "cookie" in key.lower()
+            lowered = match["key"].lower()
+            header = "authorization" in lowered or "cookie" in lowered
             end, replacement = _value_span(text, start, header)
             if end == start:
                 continue
             parts.append(text[copied:start])
             parts.append(replacement)
-            copied = position = end
+            copied = end
         if not parts:
             return text
         parts.append(text[copied:])
