@@ -173,6 +173,8 @@ def _read_state(connection: sqlite3.Connection, path: Path) -> tuple[int, int, i
             _is_busy(problem) or _cannot_read(problem)
         ):
             raise
+        if "not a database" in str(problem):
+            raise _not_ours(path, "it is not an SQLite database") from None
         raise _not_ours(path, f"SQLite says: {problem}") from None
     return int(app_id), int(version), int(tables)
 
