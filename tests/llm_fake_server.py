@@ -299,6 +299,10 @@ def _responses_events(body: dict[str, Any]) -> Iterator[tuple[str | None, dict[s
     yield event("response.created", response=_response_object(body, "in_progress", None))
     item = {"type": "message", "id": "msg_1", "status": "in_progress", "role": "assistant"}
     yield event("response.output_item.added", output_index=0, item={**item, "content": []})
+    part = {"type": "output_text", "text": "", "annotations": []}
+    yield event(
+        "response.content_part.added", item_id="msg_1", output_index=0, content_index=0, part=part
+    )
     for word in REPLY_WORDS:
         yield event(
             "response.output_text.delta",

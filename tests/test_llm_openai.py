@@ -19,9 +19,9 @@ from taskscope import _agentos_api as api
 from taskscope.exporters import AgentOSExporter, InMemoryExporter
 from taskscope.exporters.otel import OTelExporter
 from taskscope.integrations import _openai
+from taskscope.server.app import create_app, serve_in_thread
 from taskscope.testing import capture
 from tests.conftest import ended_snapshots
-from taskscope.server.app import create_app, serve_in_thread
 from tests.llm_fake_server import REPLY, TOOL_ARGUMENTS, TOOL_NAME, FakeLLMServer
 
 MESSAGES = [{"role": "user", "content": "Say hello."}]
@@ -497,6 +497,22 @@ def test_the_stream_helper_is_recorded(server: FakeLLMServer) -> None:
     task = cap.task("chat gpt-5")
     assert (task.status, task.output) == ("completed", REPLY_MESSAGE)
     assert streamed_metadata(task) == chat_metadata("gpt-5", stream=True)
+
+
+def test_the_responses_stream_helper_is_recorded(server: FakeLLMServer) -> None:
+    """responses.stream() goes through create too: one task, the final response's answer."""
+    client = taskscope.instrument_openai(sync_client(server))
+    with (
+        capture() as cap,
+        taskscope.run("agent"),
+        client.responses.stream(model="gpt-5", input="Say hello.") as stream,
+    ):
+        for _ in stream:
+            pass
+    assert stream.get_final_response().output_text == REPLY
+    task = cap.task("chat gpt-5")
+    assert (task.status, task.output) == ("completed", RESPONSE_MESSAGE)
+    assert streamed_metadata(task) == responses_metadata(stream=True)
 
 
 # -- OpenTelemetry ----------------------------------------------------------------------------
