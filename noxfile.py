@@ -58,7 +58,7 @@ def bench(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def otel_e2e(session: nox.Session) -> None:
     """examples/otel_phoenix.py into a real Arize Phoenix, spans read back and checked."""
-    session.install("-e", ".[otel]", "arize-phoenix")
+    session.install("-e", ".[otel,openai]", "arize-phoenix")
     session.run("python", "tests/e2e/otel_phoenix_e2e.py")
 
 

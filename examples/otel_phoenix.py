@@ -8,16 +8,23 @@ else ``$OTEL_EXPORTER_OTLP_ENDPOINT`` (a base URL, ``/v1/traces`` is added unles
 else Phoenix's default ``http://127.0.0.1:6006/v1/traces``. ``$PHOENIX_PROJECT_NAME`` picks
 the Phoenix project (default ``taskscope``).
 
-The script prints the trace id and the span tree it sent; with nothing listening at the
-endpoint it says so and prints the tree without sending it.
+After the agent, a second run asks a model one question through the real ``openai`` SDK,
+recorded by ``taskscope.instrument_openai``: Phoenix shows it as an LLM span with the model and
+token counts. With ``OPENAI_API_KEY`` set it asks OpenAI (``$OPENAI_MODEL``, default
+``gpt-4o-mini``); without, the fake OpenAI API of taskscope's tests answers on 127.0.0.1.
+
+The script prints the trace ids and the span trees it sent; with nothing listening at the
+endpoint it says so and prints the trees without sending them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -32,6 +39,8 @@ from taskscope.exporters import OTelExporter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pdf_agent  # the agent's steps, reused as they are
+
+MODEL = os.environ.get("OPENAI_MODEL", "gpt-4o-mini")
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:6006/v1/traces"
 
@@ -73,6 +82,37 @@ def print_tree(spans: list[ReadableSpan]) -> None:
     show(None, 0)
 
 
+@contextlib.contextmanager
+def model_api() -> Iterator[str | None]:
+    """OpenAI's own API when a key is set (None: the SDK's default); else the tests' fake one."""
+    if os.environ.get("OPENAI_API_KEY"):
+        yield None
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.llm_fake_server import FakeLLMServer
+
+    with FakeLLMServer() as fake:
+        yield fake.openai_url
+
+
+def ask_model() -> str:
+    """One chat completion in a run of its own, recorded as an LLM task by instrument_openai."""
+    import openai
+
+    with model_api() as base_url:
+        client = openai.OpenAI(
+            base_url=base_url, api_key=os.environ.get("OPENAI_API_KEY", "sk-fake")
+        )
+        taskscope.instrument_openai(client)
+        with taskscope.run("ask-model"):
+            reply = client.chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": "Say hello to Phoenix in five words."}],
+            )
+        client.close()
+    return reply.choices[0].message.content or ""
+
+
 def main() -> None:
     endpoint = traces_endpoint()
     project = os.environ.get("PHOENIX_PROJECT_NAME", "taskscope")
@@ -87,13 +127,16 @@ def main() -> None:
 
     taskscope.configure(exporters=[OTelExporter(provider)])
     result = asyncio.run(pdf_agent.pdf_agent(str(pdf_agent.REPORT)))
+    answer = ask_model()
     delivered = taskscope.flush(timeout=10.0)  # also flushes the provider's batch processor
     provider.shutdown()
 
     spans = list(sent.get_finished_spans())
-    root = next(span for span in spans if span.parent is None)
-    assert root.context is not None
-    print(f"trace_id: {root.context.trace_id:032x}")
+    roots = {span.name: span for span in spans if span.parent is None}
+    for label, name in (("trace_id", "pdf-agent"), ("llm_trace_id", "ask-model")):
+        context = roots[name].context
+        assert context is not None
+        print(f"{label}: {context.trace_id:032x}")
     if reachable:
         status = "sent" if delivered else "tried to send"
         print(f"{status} {len(spans)} spans to {endpoint} (project {project})")
@@ -102,6 +145,7 @@ def main() -> None:
         print(f"OTEL_EXPORTER_OTLP_ENDPOINT; the {len(spans)} spans were made but not sent")
     print_tree(spans)
     print(f"published {result['location']} ({result['pages']} pages, {result['kind']})")
+    print(f"the model said: {answer}")
 
 
 if __name__ == "__main__":

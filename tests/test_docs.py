@@ -104,6 +104,7 @@ EXAMPLES = {
         r"^    lookup-ticker \[CHAIN\] OK$",
         r"^    upload-summary \[CHAIN\] ERROR$",
         r"^published store://summaries/northwind-2024\.txt \(3 pages, annual-report\)$",
+        r"^  chat gpt-4o-mini \[LLM\] OK$",  # the model call, by instrument_openai
     ],
     "seed_manual_api": [
         r"^task parse-pdf: completed, output \{'pages': 3\}$",

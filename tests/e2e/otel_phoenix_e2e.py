@@ -4,8 +4,10 @@ Run by ``nox -s otel_e2e`` (which installs arize-phoenix and taskscope[otel] in 
 virtualenv). Starts ``phoenix serve`` on 127.0.0.1 on free ports with a temporary working
 directory, waits for ``GET /healthz``, runs the example against ``/v1/traces``, then polls
 Phoenix's REST API (``GET /v1/projects/{project}/spans?trace_id=…``; storage is asynchronous)
-and checks names, parent links, statuses and ``input.value``. The server is stopped by its pid
-whatever happens. Prints Phoenix's start time and the total time.
+and checks names, parent links, statuses and ``input.value``; then the example's model call
+(the openai SDK against the tests' fake API, recorded by ``instrument_openai``): an LLM span
+with its model and token counts. The server is stopped by its pid whatever happens. Prints
+Phoenix's start time and the total time.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ PARENTS = {
     "upload-summary": "publish",
 }
 COUNTS = Counter(dict.fromkeys(PARENTS, 1) | {"summarise-page": 3, "upload-summary": 2})
+# The model call's trace: the run and its one llm task (the fake API's answer and usage).
+LLM_SPANS = {"ask-model": None, "chat gpt-4o-mini": "ask-model"}
+LLM_TOKENS = {"llm.token_count.prompt": 12, "llm.token_count.completion": 7}
 
 
 def free_port() -> int:
@@ -75,9 +80,13 @@ def wait_healthy(base: str, server: subprocess.Popen[bytes], log: Path) -> float
     raise SystemExit(f"phoenix serve not healthy after {START_TIMEOUT:.0f} s:\n{log.read_text()}")
 
 
-def run_example(endpoint: str, project: str) -> str:
-    """Run the example against ``endpoint``; the trace id it printed."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TASKSCOPE_", "OTEL_"))}
+def run_example(endpoint: str, project: str) -> tuple[str, str]:
+    """Run the example against ``endpoint``; the agent's and the model call's trace ids."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("TASKSCOPE_", "OTEL_", "OPENAI_"))  # the fake model API answers
+    }
     env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "PHOENIX_PROJECT_NAME": project}
     with tempfile.TemporaryDirectory() as cwd:
         result = subprocess.run(
@@ -91,15 +100,18 @@ def run_example(endpoint: str, project: str) -> str:
     print(result.stdout, end="")
     if result.returncode != 0:
         raise SystemExit(f"the example failed:\n{result.stderr}")
-    if f"sent 13 spans to {endpoint}" not in result.stdout:
+    if f"sent 15 spans to {endpoint}" not in result.stdout:
         raise SystemExit(f"the example did not send its spans to {endpoint}:\n{result.stderr}")
-    match = re.search(r"^trace_id: ([0-9a-f]{32})$", result.stdout, re.MULTILINE)
-    assert match is not None, "the example printed no trace id"
-    return match.group(1)
+    ids = []
+    for label in ("trace_id", "llm_trace_id"):
+        match = re.search(rf"^{label}: ([0-9a-f]{{32}})$", result.stdout, re.MULTILINE)
+        assert match is not None, f"the example printed no {label}"
+        ids.append(match.group(1))
+    return ids[0], ids[1]
 
 
-def read_spans(base: str, project: str, trace_id: str) -> list[dict[str, Any]]:
-    """The trace's spans once Phoenix has stored all of them."""
+def read_spans(base: str, project: str, trace_id: str, expected: int) -> list[dict[str, Any]]:
+    """The trace's spans once Phoenix has stored all ``expected`` of them."""
     url = f"{base}/v1/projects/{project}/spans?trace_id={trace_id}&limit=1000"
     deadline = time.monotonic() + SPANS_TIMEOUT
     spans: list[dict[str, Any]] = []
@@ -109,10 +121,10 @@ def read_spans(base: str, project: str, trace_id: str) -> list[dict[str, Any]]:
         except urllib.error.HTTPError as problem:
             if problem.code != 404:  # 404: the project is made with its first span
                 raise
-        if len(spans) >= sum(COUNTS.values()):
+        if len(spans) >= expected:
             return spans
         time.sleep(0.25)
-    raise SystemExit(f"Phoenix stored {len(spans)} of {sum(COUNTS.values())} spans in time")
+    raise SystemExit(f"Phoenix stored {len(spans)} of {expected} spans in time")
 
 
 def check(spans: list[dict[str, Any]], trace_id: str) -> None:
@@ -143,6 +155,25 @@ def check(spans: list[dict[str, Any]], trace_id: str) -> None:
         if s["name"] == "summarise-page"
     )
     assert pages == [1, 2, 3], pages
+
+
+def check_llm(spans: list[dict[str, Any]], trace_id: str) -> None:
+    """The model call: an LLM span under its run, with the model and the token counts."""
+    by_id = {span["context"]["span_id"]: span for span in spans}
+    assert sorted(span["name"] for span in spans) == sorted(LLM_SPANS), [s["name"] for s in spans]
+    for span in spans:
+        assert span["context"]["trace_id"] == trace_id
+        parent = by_id[span["parent_id"]]["name"] if span["parent_id"] else None
+        assert parent == LLM_SPANS[span["name"]], (span["name"], parent)
+    (call,) = (span for span in spans if span["name"] == "chat gpt-4o-mini")
+    attributes = call["attributes"]
+    assert call["span_kind"] == "LLM", call["span_kind"]
+    assert attributes["openinference.span.kind"] == "LLM", attributes
+    assert {key: attributes.get(key) for key in LLM_TOKENS} == LLM_TOKENS, attributes
+    assert attributes["llm.model_name"] == "gpt-4o-mini-2026-01-01", attributes
+    assert attributes["gen_ai.usage.input_tokens"] == 12, attributes
+    assert attributes["gen_ai.request.model"] == "gpt-4o-mini", attributes
+    assert call["status_code"] == "OK", call["status_code"]
 
 
 def stop(server: subprocess.Popen[bytes]) -> None:
@@ -180,12 +211,15 @@ def main() -> None:
         try:
             start_time = wait_healthy(base, server, log)
             print(f"phoenix serve (pid {server.pid}) healthy after {start_time:.1f} s at {base}")
-            trace_id = run_example(f"{base}/v1/traces", project)
-            spans = read_spans(base, project, trace_id)
+            trace_id, llm_trace_id = run_example(f"{base}/v1/traces", project)
+            spans = read_spans(base, project, trace_id, sum(COUNTS.values()))
             check(spans, trace_id)
+            llm_spans = read_spans(base, project, llm_trace_id, len(LLM_SPANS))
+            check_llm(llm_spans, llm_trace_id)
         finally:
             stop(server)
     print(f"ok: {len(spans)} spans of trace {trace_id} read back from Phoenix and checked")
+    print(f"ok: the LLM span of trace {llm_trace_id} has its kind, model and token counts")
     print(f"phoenix start: {start_time:.1f} s; e2e total: {time.monotonic() - began:.1f} s")
 
 
