@@ -52,6 +52,7 @@ class StandIn:
         self.faulted: Counter[str] = Counter()
         self.last_accepted = 0.0
         self.fail_next = 0  # this many requests fault, whatever the time
+        self.answered = threading.Event()  # set by the first request the API answers
         self.in_flight = 0
         self.most_in_flight = 0
         self._events_seen: set[str] = set()
@@ -144,6 +145,7 @@ class StandIn:
         with self._lock:
             self.requests[path.rsplit("/v1/", 1)[-1]] += 1
             self.last_accepted = time.monotonic()
+            self.answered.set()
             if path.endswith("/run/start"):
                 external = body.get("external_run_id")
                 if external in self.by_external:

@@ -228,12 +228,16 @@ def test_runs_left_by_a_process_that_exited_or_was_killed_are_sent_by_the_next(
 def test_two_processes_sending_one_outbox_never_send_a_record_twice(
     stand_in: StandIn, outbox_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Two `taskscope outbox send` at once against a 20 ms backend: each record arrives once."""
+    """Two `taskscope outbox send` at once against a 100 ms backend: they share the runs,
+    and each record arrives once."""
     stand_in.go_down(3600.0)
     ids = run_child(stand_in.url, "exit")
     stand_in.recover()
-    stand_in.delay = 0.02
-    first, second = send_with_cli(outbox_dir), send_with_cli(outbox_dir)
+    stand_in.delay = 0.1
+    first = send_with_cli(outbox_dir)
+    # The first has taken over 8 of the 10 runs (max_in_flight / 4) and is sending them.
+    assert stand_in.answered.wait(60.0)
+    second = send_with_cli(outbox_dir)
     outputs = []
     for command in (first, second):
         with command:
@@ -242,6 +246,7 @@ def test_two_processes_sending_one_outbox_never_send_a_record_twice(
         outputs.append(out.strip())
     assert problems(stand_in, ids) == []
     assert waiting(outbox_dir) == []
+    assert all(" sent 0 records" not in out for out in outputs), outputs
     with capsys.disabled():
         print(f"\n[outbox two senders] {outputs}")
 

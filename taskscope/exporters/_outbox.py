@@ -295,17 +295,20 @@ class Outbox:
                 [(k,) for k in mine if k not in keep],
             )
 
-    def claim_abandoned(self) -> list[Stream]:
-        """Take over the streams whose owner is gone or whose lease ran out, with their rows."""
+    def claim_abandoned(self, limit: int | None = None) -> list[Stream]:
+        """Take over the streams whose owner is gone or whose lease ran out, with their rows:
+        the oldest first, at most ``limit`` (so processes that recover at once share them)."""
         now = time.time()
         claimed: list[Stream] = []
         with self.transaction() as db:
             rows = db.execute(
                 "SELECT key, run_id, server_id, parent, owner, owner_host, owner_pid, lease_until "
-                "FROM streams WHERE owner != ?",
+                "FROM streams WHERE owner != ? ORDER BY created",
                 (self.owner,),
             ).fetchall()
             for key, run_id, server_id, parent, owner, host, pid, lease_until in rows:
+                if limit is not None and len(claimed) >= limit:
+                    break
                 gone = host == self.host and pid != self.pid and not _alive(int(pid))
                 if lease_until >= now and not gone:
                     continue

@@ -140,6 +140,7 @@ class _Stream:
     tasks: dict[str, _Op] = field(default_factory=dict)
     unacked: dict[str, int] = field(default_factory=dict)  # task id -> its calls not yet taken
     spans: _Op | None = None  # the span batch still taking spans
+    adopted: bool = False  # taken over from another process's outbox claim
 
 
 class AgentOSExporter(BaseExporter):
@@ -224,6 +225,8 @@ class AgentOSExporter(BaseExporter):
         self.max_backoff = max_backoff
         self.max_retry_after = max_retry_after
         self.max_bytes = outbox_max_bytes
+        # Streams taken over at a time: processes recovering one outbox at once share it.
+        self._claim_limit = max(1, max_in_flight // 4)
         self._key = key.strip()
         self._http_transport = transport
         self._outbox_on = outbox
@@ -266,6 +269,9 @@ class AgentOSExporter(BaseExporter):
         self._unstored: list[_Op] = []  # new or changed requests not yet in the outbox
         self._workers: list[threading.Thread] = []
         self._stop = threading.Event()
+        self._claim_more = threading.Event()  # wakes the keeper to take over more streams
+        self._adopted = 0  # streams taken over and not yet done
+        self._claiming = threading.Lock()
         self._outbox: _outbox.Outbox | None = None
         if self.outbox_path is not None:
             try:
@@ -336,18 +342,19 @@ class AgentOSExporter(BaseExporter):
         An exporter recovers the outbox by itself in the background; ``taskscope outbox send``
         calls this to wait for the result. True when nothing this exporter holds is left.
         """
-        if self._outbox is not None:
-            try:
-                self._adopt(self._outbox.claim_abandoned())
-            except sqlite3.Error:
-                logger.debug("taskscope: outbox claim failed", exc_info=True)
-        with self._lock:
-            for stream in self._streams.values():
-                stream.not_before = 0.0
-                self._dirty.add(stream)
-            self._failing = 0
-            self._work.notify()
-        return self.wait_delivered(timeout)
+        deadline = time.monotonic() + timeout
+        self._claim()
+        while True:
+            with self._lock:
+                for stream in self._streams.values():
+                    stream.not_before = 0.0
+                    self._dirty.add(stream)
+                self._failing = 0
+                self._work.notify()
+            if not self.wait_delivered(max(0.0, deadline - time.monotonic())):
+                return False
+            if not self._claim():  # all delivered, and nothing more left by others
+                return True
 
     def shutdown(self) -> None:
         with self._lock:
@@ -362,6 +369,7 @@ class AgentOSExporter(BaseExporter):
                 lost = sum(op.records for s in self._streams.values() for op in s.ops)
                 self._counts["dropped"] += lost
         self._stop.set()
+        self._claim_more.set()
         if self._outbox is not None:
             try:
                 # Handing the streams back lets the next process send them at once.
@@ -933,6 +941,9 @@ class AgentOSExporter(BaseExporter):
         if stream.ops or not (stream.ended or stream.dead):
             return
         del self._streams[stream.key]
+        if stream.adopted:
+            self._adopted -= 1
+            self._claim_more.set()  # room for more of what other processes left
         if self._by_run.get(stream.run_id) is stream:
             del self._by_run[stream.run_id]
         self._sleeping.discard(stream)
@@ -1023,19 +1034,36 @@ class AgentOSExporter(BaseExporter):
         assert outbox is not None
         interval = min(5.0, outbox.lease / 3)
         while not self._stop.is_set():
+            self._claim_more.clear()
             try:
                 outbox.renew()
-                self._adopt(outbox.claim_abandoned())
-                held = outbox.held_bytes()
+                self._claim()
                 with self._lock:
-                    self._charged = held
+                    self._charged = outbox.held_bytes()  # with what other processes hold
             except sqlite3.Error:
                 logger.debug("taskscope: outbox upkeep failed", exc_info=True)
             except BaseException:
                 if self._stop.is_set():
                     return
                 internal_error("agentos-outbox")
-            self._stop.wait(interval)
+            self._claim_more.wait(interval)
+
+    def _claim(self) -> int:
+        """Take over abandoned streams, a few at a time; returns how many."""
+        if self._outbox is None:
+            return 0
+        with self._claiming:  # the keeper and send_waiting() must not both fill the room
+            with self._lock:
+                room = self._claim_limit - self._adopted
+            if room <= 0:
+                return 0
+            try:
+                claimed = self._outbox.claim_abandoned(room)
+            except sqlite3.Error:
+                logger.debug("taskscope: outbox claim failed", exc_info=True)
+                return 0
+            self._adopt(claimed)
+            return len(claimed)
 
     def _adopt(self, claimed: list[_outbox.Stream]) -> None:
         if not claimed:
@@ -1052,6 +1080,7 @@ class AgentOSExporter(BaseExporter):
                     has_start=True,
                     ended=True,  # nothing more of it comes through this process
                     stored=True,
+                    adopted=True,
                 )
                 for row in found.rows:
                     op = _Op(
@@ -1078,5 +1107,6 @@ class AgentOSExporter(BaseExporter):
                 self._streams[stream.key] = stream
                 self._by_run.setdefault(stream.run_id, stream)
                 self._dirty.add(stream)
+                self._adopted += 1
             logger.debug("taskscope: AgentOS outbox: took over %d runs", len(claimed))
             self._wake_locked()
