@@ -149,6 +149,45 @@ def test_async_stream_with_tool_use_is_assembled(server: FakeLLMServer) -> None:
     assert cap.run("agent").usage == USAGE
 
 
+def test_the_stream_helper_is_recorded(server: FakeLLMServer) -> None:
+    """messages.stream(): one streaming task, ended when the helper's block ends."""
+    client = taskscope.instrument_anthropic(sync_client(server))
+    with capture() as cap, taskscope.run("agent"):
+        manager = client.messages.stream(model="claude-x", max_tokens=100, messages=MESSAGES)
+        assert cap.tasks == []  # the request is made when the block is entered
+        with manager as stream:
+            assert stream.get_final_text() == REPLY
+    task = cap.task("chat claude-x")
+    assert task.input == {
+        "model": "claude-x",
+        "max_tokens": 100,
+        "messages": MESSAGES,
+        "stream": True,
+    }
+    assert (task.status, task.output) == ("completed", REPLY_MESSAGE)
+    assert streamed_metadata(task) == metadata(stream=True)
+    assert cap.run("agent").usage == USAGE
+
+
+def test_the_async_stream_helper_is_recorded(server: FakeLLMServer) -> None:
+    """AsyncAnthropic's messages.stream(): the same task, tool call included."""
+
+    async def agent() -> str:
+        async with async_client(server) as client, taskscope.run("agent"):
+            taskscope.instrument_anthropic(client)
+            async with client.messages.stream(
+                model="claude-x", max_tokens=100, messages=MESSAGES, tools=TOOLS
+            ) as stream:
+                message = await stream.get_final_message()
+        return message.stop_reason or ""
+
+    with capture() as cap:
+        assert asyncio.run(agent()) == "tool_use"
+    task = cap.task("chat claude-x")
+    assert task.output == {**TOOL_MESSAGE, "content": REPLY}
+    assert streamed_metadata(task) == metadata(stream=True)
+
+
 def test_stream_abandoned_after_three_chunks_ends_once_closed_early(
     server: FakeLLMServer, memory: InMemoryExporter
 ) -> None:

@@ -8,13 +8,16 @@ many of them there were.
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .._errors import ConfigurationError
 from ._llm import (
     Answer,
+    HelperHook,
     Instrumentation,
     Operation,
     Options,
@@ -34,9 +37,10 @@ _time_ns = time.time_ns
 def instrument_anthropic(
     client: Any = None, *, capture_input: bool = True, capture_output: bool = True
 ) -> Any:
-    """Record every Anthropic ``messages.create`` of ``client`` (or of every client) as a task.
+    """Record every Anthropic message call of ``client`` (or of every client) as a task.
 
-    Sync and async, streaming or not, as tasks of kind ``llm``. Calling it again changes the
+    ``messages.create`` sync and async, streaming or not, and the ``messages.stream()``
+    helper, as tasks of kind ``llm``. Calling it again changes the
     options; it never records a call twice. Returns ``client``. ``capture_input=False`` leaves
     the prompts (the whole request) out of the records.
     """
@@ -45,7 +49,7 @@ def instrument_anthropic(
     if client is not None:
         classes = (anthropic.Anthropic, anthropic.AsyncAnthropic)
         check_client(client, classes, "instrument_anthropic", "anthropic")
-    _STATE.patch(_targets(anthropic), _types(anthropic))
+    _STATE.patch(_targets(anthropic), _types(anthropic), _helpers())
     if client is None:
         _STATE.everyone = options
     else:
@@ -79,8 +83,37 @@ def _types(anthropic: Any) -> SDKTypes:
 def _targets(anthropic: Any) -> list[tuple[type, str, Operation, bool]]:
     from anthropic.resources.messages import AsyncMessages, Messages
 
-    messages = Operation("anthropic", "chat", message_answer, _MessageStream)
-    return [(Messages, "create", messages, False), (AsyncMessages, "create", messages, True)]
+    return [(Messages, "create", _MESSAGES, False), (AsyncMessages, "create", _MESSAGES, True)]
+
+
+def _helpers() -> list[tuple[type, str, Operation, HelperHook]]:
+    from anthropic.resources.messages import AsyncMessages, Messages
+
+    return [
+        (Messages, "stream", _MESSAGES, _sync_manager),
+        (AsyncMessages, "stream", _MESSAGES, _async_manager),
+    ]
+
+
+# ``messages.stream()`` posts by itself, not through ``create``: its manager holds the request
+# (a callable, or an awaitable for the async client) under a private name, which is wrapped.
+# An SDK that renamed it is left alone: its helper's calls go unrecorded, nothing breaks.
+def _sync_manager(manager: Any, recorded: Callable[[Callable[[], Any], bool], Any]) -> bool:
+    name = "_MessageStreamManager__api_request"
+    request = getattr(manager, name, None)
+    if not callable(request):
+        return False
+    setattr(manager, name, lambda: recorded(request, False))
+    return True
+
+
+def _async_manager(manager: Any, recorded: Callable[[Callable[[], Any], bool], Any]) -> bool:
+    name = "_AsyncMessageStreamManager__api_request"
+    request = getattr(manager, name, None)
+    if request is None or not inspect.isawaitable(request):
+        return False
+    setattr(manager, name, recorded(lambda: request, True))
+    return True
 
 
 def _usage(
@@ -218,3 +251,6 @@ def _json(text: str, default: Any) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+
+
+_MESSAGES = Operation("anthropic", "chat", message_answer, _MessageStream)

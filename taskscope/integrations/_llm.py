@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from weakref import WeakKeyDictionary
@@ -101,8 +101,17 @@ class Instrumentation:
                 return found
         return self.everyone
 
-    def patch(self, targets: list[tuple[type, str, Operation, bool]], types: SDKTypes) -> None:
-        """Replace each ``cls.name`` by a recording wrapper (async ones: ``True``), once."""
+    def patch(
+        self,
+        targets: list[tuple[type, str, Operation, bool]],
+        types: SDKTypes,
+        helpers: Sequence[tuple[type, str, Operation, HelperHook]] = (),
+    ) -> None:
+        """Replace each ``cls.name`` by a recording wrapper (async ones: ``True``), once.
+
+        ``helpers`` are stream helpers (``messages.stream()``) that do not go through the
+        patched method: each hook wraps the request inside the manager the helper returns.
+        """
         with self._lock:
             if self._patched:
                 return
@@ -110,6 +119,10 @@ class Instrumentation:
                 original = cls.__dict__[name]
                 wrapper = _wrapper(original, operation, types, self, is_async)
                 setattr(cls, name, wrapper)
+                self._patched.append((cls, name, original))
+            for cls, name, operation, hook in helpers:
+                original = cls.__dict__[name]
+                setattr(cls, name, _helper_wrapper(original, operation, types, self, hook))
                 self._patched.append((cls, name, original))
 
     def unpatch_if_unused(self) -> None:
@@ -155,6 +168,41 @@ def _wrapper(
         return record_sync(original, resource, args, kwargs, operation, types, options)
 
     return create
+
+
+# Given the manager a stream helper returned and ``recorded(make, is_async)``, wraps the
+# manager's request so that entering the manager records it; False: the manager was left alone.
+HelperHook = Callable[[Any, Callable[[Callable[[], Any], bool], Any]], bool]
+
+
+def _helper_wrapper(
+    original: Callable[..., Any],
+    operation: Operation,
+    types: SDKTypes,
+    state: Instrumentation,
+    hook: HelperHook,
+) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def helper(resource: Any, *args: Any, **kwargs: Any) -> Any:
+        manager = original(resource, *args, **kwargs)
+        options = state.options_for(resource._client)
+        if options is None:
+            return manager
+        request = {**kwargs, "stream": True}
+
+        def recorded(make: Callable[[], Any], is_async: bool) -> Any:
+            """Record ``make()`` (the helper's own request) as the streaming call it is; for an
+            async helper, a coroutine to await in place of the request's awaitable."""
+            record = record_async if is_async else record_sync
+            return record(lambda _r, **_k: make(), None, (), request, operation, types, options)
+
+        try:
+            hook(manager, recorded)
+        except Exception:
+            internal_error("llm-helper")
+        return manager
+
+    return helper
 
 
 # -- one call ---------------------------------------------------------------------------------
