@@ -6,6 +6,8 @@ send it, as the ``Host`` header of a request to 127.0.0.1.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -254,3 +256,40 @@ def test_keys_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
 def test_which_key_reading_needs(host: str, read_key: Any, expected: Any) -> None:
     """The read key if set, anywhere; else the ingest key beyond loopback; else none."""
     assert server_app.effective_read_key(host, INGEST, read_key) == expected
+
+
+def test_the_command_takes_keys_and_hosts_from_flags_and_environment(tmp_path: Path) -> None:
+    """`taskscope ui` itself: TASKSCOPE_UI_KEY, TASKSCOPE_ALLOWED_HOSTS and --allowed-host."""
+    env = {
+        **os.environ,
+        "TASKSCOPE_INGEST_KEY": INGEST,
+        "TASKSCOPE_UI_KEY": READ,
+        "TASKSCOPE_ALLOWED_HOSTS": "env.lan",
+    }
+    command = [sys.executable, "-m", "taskscope", "ui", "--db", str(tmp_path / "cli.db"),
+               "--port", "0", "--allowed-host", "flag.lan"]  # fmt: skip
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert process.stdout is not None
+        serving = process.stdout.readline()
+        assert serving.startswith("taskscope ui: serving http://127.0.0.1:")
+        assert (
+            process.stdout.readline()
+            == "taskscope ui: reading needs the read key ($TASKSCOPE_UI_KEY)\n"
+        )
+        base = serving.split()[3]
+        # The line comes once the port is bound; the transport retries until it also listens.
+        with httpx.Client(transport=httpx.HTTPTransport(retries=8)) as client:
+            for host, status in (("flag.lan", 200), ("env.lan:80", 200), ("evil.example", 421)):
+                answer = client.get(base + "/api/runs", headers={"host": host, **bearer(READ)})
+                assert answer.status_code == status, host
+            assert client.get(base + "/api/runs", headers=bearer(INGEST)).status_code == 401
+            sent = client.post(base + api.RUN_START, json=START, headers=bearer(READ))
+            assert sent.status_code == 401
+            sent = client.post(base + api.RUN_START, json=START, headers=bearer(INGEST))
+            assert sent.status_code == 200
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
