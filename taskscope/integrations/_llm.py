@@ -95,7 +95,7 @@ class Instrumentation:
 
     def options_for(self, client: Any) -> Options | None:
         """The options this client records with, or None: leave the call alone."""
-        if self.clients:
+        if self.clients and client is not None:
             found = self.clients.get(client)
             if found is not None:
                 return found
@@ -153,7 +153,7 @@ def _wrapper(
 
         @functools.wraps(original)
         async def acreate(resource: Any, *args: Any, **kwargs: Any) -> Any:
-            options = options_for(resource._client)
+            options = options_for(getattr(resource, "_client", None))
             if options is None:
                 return await original(resource, *args, **kwargs)
             return await record_async(original, resource, args, kwargs, operation, types, options)
@@ -162,7 +162,7 @@ def _wrapper(
 
     @functools.wraps(original)
     def create(resource: Any, *args: Any, **kwargs: Any) -> Any:
-        options = options_for(resource._client)
+        options = options_for(getattr(resource, "_client", None))
         if options is None:
             return original(resource, *args, **kwargs)
         return record_sync(original, resource, args, kwargs, operation, types, options)
@@ -185,7 +185,7 @@ def _helper_wrapper(
     @functools.wraps(original)
     def helper(resource: Any, *args: Any, **kwargs: Any) -> Any:
         manager = original(resource, *args, **kwargs)
-        options = state.options_for(resource._client)
+        options = state.options_for(getattr(resource, "_client", None))
         if options is None:
             return manager
         request = {**kwargs, "stream": True}
