@@ -81,10 +81,31 @@ _KEY_OWNERS = frozenset(
         "service", "session", "shared", "signing", "ssh", "storage", "subscription", "webhook",
     }
 )  # fmt: skip
-# Letters every default secret key holds (lower-cased): text without any of them holds no such
-# key, and the key-based shapes are not looked for. (A key would need a separator inside one of
-# these, ``to_ken``, to slip through.)
-_KEY_LETTERS = re.compile("pass|secret|token|key|auth|cookie|credential|pw|sess|pat|bearer|jwt")
+
+
+def _may_hold_secret_key(lowered: str) -> bool:
+    """Whether lower-cased text holds letters every default secret key has.
+
+    Text without any of them holds no such key, and the key-based shapes are not looked for (a
+    key would need a separator inside one of these, ``to_ken``, to slip through). Written out:
+    a regular expression with these alternatives costs half as much again.
+    """
+    return (
+        "pass" in lowered
+        or "secret" in lowered
+        or "token" in lowered
+        or "key" in lowered
+        or "auth" in lowered
+        or "cookie" in lowered
+        or "credential" in lowered
+        or "pw" in lowered
+        or "sess" in lowered
+        or "pat" in lowered
+        or "bearer" in lowered
+        or "jwt" in lowered
+    )
+
+
 _WORDS = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 
 
@@ -147,12 +168,13 @@ could_hold_secret: Callable[[str], bool] = getattr(
     _accel.compiled, "could_hold_secret", _could_hold_secret_py
 )
 
-# scheme://user:password@ (and scheme://long-token@, GitHub's way of putting a token in a URL).
-# Every repeat is bounded, here and below: hostile text (``a.a.a.…://``) must cost linear time.
-_URL_USERINFO = re.compile(
-    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]{0,31}://(?P<user>[^\s:/?#@'\"<>]{0,256}):)"
-    r"(?P<secret>[^\s/?#'\"<>]{1,512})@"
-    r"|(?P<head2>\b[A-Za-z][A-Za-z0-9+.-]{0,31}://)(?P<token>[A-Za-z0-9_~.-]{20,512})@"
+# What follows a URL's ``://``: user:password@ (or a long token@, GitHub's way of putting a token
+# in a URL). Matched at each ``://`` found with str.find: searching the whole text for a scheme
+# first cost several times more. Every repeat is bounded, here and below: hostile text must
+# cost linear time.
+_USERINFO = re.compile(
+    r"[^\s:/?#@'\"<>]{0,256}:(?P<secret>[^\s/?#'\"<>]{1,512})@"
+    r"|(?P<token>[A-Za-z0-9_~.-]{20,512})@"
 )
 # ("Authorization", "Bearer …") written out: a header pair in a repr or a JSON list, in its
 # own brackets (so that a JSON object's value and next key are not taken for a pair).
@@ -169,9 +191,11 @@ _FLAG = re.compile(
 )
 # key=value, key: value, "key": "value", key = 'value', key := value, --key=value. A key starts
 # after a character that cannot be part of one, so a long a.b.c… run is tried once, not per dot.
-_PAIR_KEY = re.compile(
-    r"(?<![\w.-])-{0,2}(?P<key>[A-Za-z_][\w.-]{0,127})(?:\\?[\"'])?[ \t]*(?:==|:=|[:=])[ \t]*"
-)
+# Found from the separator: the text is searched for ``=`` and ``:`` (quick: a character set),
+# and the key is matched backwards from each, in the reversed text. (A forward search for
+# key-then-separator tries every letter of the text and cost several times more.)
+_SEPARATOR = re.compile(r"==|:=|[:=]")
+_KEY_BEFORE = re.compile(r"[ \t]*(?:[\"']\\?)?(?P<key>[\w.-]{0,127}[A-Za-z_])-{0,2}(?![\w.-])")
 _SCHEME = re.compile(r"(?ai:bearer|basic|token|digest|negotiate|ntlm)[ \t]+")
 _PLAIN_VALUE = re.compile(r"[^\s,;&'\"<>()\[\]{}]+")
 _HEADER_VALUE = re.compile(r"[^\r\n'\"]*")
@@ -273,15 +297,13 @@ class Redactor:
     def _shapes(self, text: str) -> str:
         # Each shape's expression runs only on text holding the characters it needs.
         if "://" in text and "@" in text:
-            text = _URL_USERINFO.sub(_url_replacement, text)
+            text = _url_userinfo(text)
         if "-u" in text or "--user" in text:
             text = _CURL_USER.sub(_replace_secret_group, text)
         lowered = text.lower()
         # The shapes that need a secret key, only where one could be (a URL's scheme, host
         # and query names usually hold none of these letters).
-        if self._user_key_re is not None or (
-            self.defaults and _KEY_LETTERS.search(lowered) is not None
-        ):
+        if self._user_key_re is not None or (self.defaults and _may_hold_secret_key(lowered)):
             if "'," in text or '",' in text:
                 text = _QUOTED_PAIR.sub(self._quoted_pair, text)
             if "--" in text:
@@ -314,12 +336,24 @@ class Redactor:
         copied = 0
         is_secret = self.is_secret_key
         length = len(text)
-        for match in _PAIR_KEY.finditer(text):
-            start = match.end()
-            # A match inside a value already replaced is part of that value.
-            if match.start() < copied or start >= length or not is_secret(match["key"]):
+        reversed_text = text[::-1]
+        key_before = _KEY_BEFORE.match
+        for separator in _SEPARATOR.finditer(text):
+            # A separator inside a value already replaced is part of that value.
+            if separator.start() < copied:
                 continue
-            lowered = match["key"].lower()
+            found = key_before(reversed_text, length - separator.start())
+            if found is None:
+                continue
+            key = found["key"][::-1]
+            if not is_secret(key):
+                continue
+            start = separator.end()
+            while start < length and text[start] in " \t":
+                start += 1
+            if start >= length:
+                continue
+            lowered = key.lower()
             header = "authorization" in lowered or "cookie" in lowered
             end, replacement = _value_span(text, start, header)
             if end == start:
@@ -412,10 +446,23 @@ def _replace_secret_group(match: re.Match[str]) -> str:
     return REDACTED
 
 
-def _url_replacement(match: re.Match[str]) -> str:
-    if match.group("head") is not None:
-        return f"{match.group('head')}{REDACTED}@"
-    return f"{match.group('head2')}{REDACTED}@"
+def _url_userinfo(text: str) -> str:
+    """``scheme://user:[REDACTED]@host`` for every URL in ``text`` with a password (or token)."""
+    parts: list[str] = []
+    copied = 0
+    found = text.find("://")
+    while found >= 0:
+        match = _USERINFO.match(text, found + 3)
+        if match is not None:
+            group = "secret" if match.group("secret") is not None else "token"
+            parts.append(text[copied : match.start(group)])
+            parts.append(REDACTED)
+            copied = match.end(group)
+        found = text.find("://", found + 3)
+    if not parts:
+        return text
+    parts.append(text[copied:])
+    return "".join(parts)
 
 
 def _bearer_replacement(match: re.Match[str]) -> str:
