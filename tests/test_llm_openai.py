@@ -581,3 +581,33 @@ def test_agentos_gets_the_llm_span_with_token_counts(server: FakeLLMServer, tmp_
     assert span["payload"] == {"status": "completed", **CHAT_USAGE}
     [complete] = [e.body for e in proxy.seen if e.path == api.RUN_COMPLETE]
     assert {key: complete[key] for key in CHAT_USAGE} == CHAT_USAGE
+
+
+# -- the web UI -------------------------------------------------------------------------------
+
+
+def test_the_ui_shows_the_model_and_tokens_of_a_model_call(
+    server: FakeLLMServer, tmp_path: Any
+) -> None:
+    """taskscope ui: a model call's task detail names the model that answered and its tokens."""
+    pytest.importorskip("starlette", reason="the ui needs starlette: pip install 'taskscope[ui]'")
+    from taskscope.exporters import LocalStore
+    from taskscope.server.pages import pages_app
+    from tests.ui_support import browser_missing, chromium, serve
+
+    missing = browser_missing()
+    if missing is not None:
+        pytest.skip(f"browser tests skipped: {missing}")
+    db = tmp_path / "ui.db"
+    client = taskscope.instrument_openai(sync_client(server))
+    with capture() as cap, taskscope.Client([LocalStore(db)]) as recorder:
+        with recorder.start_run(name="agent") as run:
+            client.chat.completions.create(model="gpt-5", messages=MESSAGES)
+        task_id = cap.task("chat gpt-5").id
+    with serve(pages_app(db)) as base, chromium() as browser:
+        page = browser.new_page()
+        page.goto(f"{base}/runs/{run.id}?task={task_id}")
+        page.wait_for_selector("body[data-ready='1']", timeout=10_000)
+        page.locator("dd.llm-model").wait_for()
+        assert page.locator("dd.llm-model").inner_text() == "gpt-5-2026-01-01"
+        assert page.locator("dd.llm-tokens").inner_text() == "12 in · 7 out"

@@ -582,6 +582,17 @@
       list.appendChild(el('dd', className, value));
     }
 
+    // A model call (taskscope.instrument_openai/anthropic): the model that answered and the
+    // tokens, without reading the metadata.
+    function llmFields(list, meta) {
+      const model = meta.response_model || meta.request_model;
+      if (typeof model === 'string') field(list, 'model', model, 'llm-model');
+      const parts = [['input_tokens', 'in'], ['output_tokens', 'out']]
+        .filter(([key]) => typeof meta[key] === 'number')
+        .map(([key, word]) => meta[key].toLocaleString('en') + ' ' + word);
+      if (parts.length) field(list, 'tokens', parts.join(' · '), 'llm-tokens');
+    }
+
     function section(panel, title, node, id) {
       const box = el('section');
       if (id) box.id = id;
@@ -629,6 +640,7 @@
       if (task.metadata && task.metadata.skip_reason) {
         field(list, 'skipped because', task.metadata.skip_reason);
       }
+      if (task.kind === 'llm' && task.metadata) llmFields(list, task.metadata);
       panel.appendChild(list);
       if (task.error) {
         section(panel, 'Error', errorBox(task.error, 'task-error'));
