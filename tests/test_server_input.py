@@ -84,19 +84,24 @@ def span(span_id: str, parent: str | None = None) -> dict[str, Any]:
     return event(type=f"span-{span_id}", **fields)
 
 
-# -- lone surrogates: stored with U+FFFD in their place, and shown --------------------------------
+# -- lone surrogates: stored escaped, as LocalStore stores them, and shown -------------------------
 
 
-def test_a_lone_surrogate_in_a_run_name_is_stored_as_a_replacement_character(base: str) -> None:
-    """agent_id "\\ud800" starts a run named "\\ufffd", and the run list shows it."""
+def test_a_lone_surrogate_in_a_run_name_is_stored_as_its_escape(base: str, db: Path) -> None:
+    """agent_id "a\\ud800b" (a JSON escape) names the run with the six characters \\ud800."""
     run_id = start(base, agent_id="a\ud800b")
-    assert shown(base, run_id)["run"]["name"] == "a\ufffdb"
+    assert shown(base, run_id)["run"]["name"] == "a\\ud800b"
     listed = httpx.get(f"{base}/api/runs").json()["data"]["runs"]
-    assert [(run["id"], run["name"]) for run in listed] == [(run_id, "a\ufffdb")]
+    assert [(run["id"], run["name"]) for run in listed] == [(run_id, "a\\ud800b")]
+    with closing(sqlite3.connect(db)) as connection:
+        (name,) = connection.execute("SELECT name FROM runs").fetchone()
+    assert name == "a\\ud800b"
 
 
-def test_a_lone_surrogate_in_a_task_name_input_and_output_is_replaced(base: str) -> None:
-    """A task whose name, input and output hold lone surrogates is stored and shown."""
+def test_lone_surrogates_in_a_task_are_kept_escaped_and_sent_back_as_sent(
+    base: str, db: Path
+) -> None:
+    """Name and id: the escape as text. Input and output: JSON escapes, read back exactly."""
     run_id = start(base)
     task = {
         "id": "t\udfff",
@@ -107,23 +112,38 @@ def test_a_lone_surrogate_in_a_task_name_input_and_output_is_replaced(base: str)
     }
     answer = post(base, api.TASKS, {"run_id": run_id, "task": task})
     assert answer.status_code == 200, answer.text
-    assert answer.json()["data"] == {"task_id": "t\ufffd", "status": "completed"}
+    assert answer.json()["data"] == {"task_id": "t\\udfff", "status": "completed"}
     (stored,) = shown(base, run_id)["tasks"]
-    assert (stored["id"], stored["name"], stored["status"]) == ("t\ufffd", "n\ufffd", "completed")
-    assert stored["input"] == {"k\ufffd": "v\ufffd"} and stored["output"] == ["\ufffd"]
+    assert (stored["id"], stored["name"], stored["status"]) == (
+        "t\\udfff",
+        "n\\udc80",
+        "completed",
+    )
+    assert stored["input"] == {"k\ud801": "v\ud802"} and stored["output"] == ["\udbff"]
+    with closing(sqlite3.connect(db)) as connection:
+        (text,) = connection.execute("SELECT input FROM tasks").fetchone()
+    assert text == '{"k\\ud801":"v\\ud802"}'  # the JSON escapes, as LocalStore writes them
 
 
-def test_a_lone_surrogate_in_an_event_type_and_payload_key_is_replaced(base: str) -> None:
-    """Events keep their place in the stream with the surrogates replaced."""
+def test_a_lone_surrogate_in_an_event_type_and_payload_key_is_kept_escaped(base: str) -> None:
+    """Events keep their place in the stream; the payload reads back as sent."""
     run_id = start(base)
     batch = [event(type="e\ud800", payload={"\udc00": "x"})]
     answer = post(base, api.EVENTS, {"run_id": run_id, "events": batch})
     assert answer.status_code == 200 and answer.json()["data"] == {"accepted": 1}
     (stored,) = shown(base, run_id)["events"]
-    assert (stored["type"], stored["payload"], stored["seq"]) == ("e\ufffd", {"\ufffd": "x"}, 1)
+    assert (stored["type"], stored["payload"], stored["seq"]) == ("e\\ud800", {"\udc00": "x"}, 1)
 
 
-def test_a_surrogate_pair_is_one_character_not_two_replacements(base: str) -> None:
+def test_a_lone_surrogate_in_a_failure_message_is_kept(base: str) -> None:
+    """run/fail's error_message is part of the error JSON: it reads back as sent."""
+    run_id = start(base)
+    answer = post(base, api.RUN_FAIL, {"run_id": run_id, "error_message": "bad \udcff"})
+    assert answer.status_code == 200, answer.text
+    assert shown(base, run_id)["run"]["error"] == {"message": "bad \udcff"}
+
+
+def test_a_surrogate_pair_is_one_character_not_two_escapes(base: str) -> None:
     """A valid escaped pair (an emoji) is kept as the character it encodes."""
     run_id = start(base, agent_id="\ud83d\ude00")
     assert shown(base, run_id)["run"]["name"] == "\U0001f600"

@@ -7,6 +7,7 @@ hand edit could leave them; a real uvicorn server on 127.0.0.1 reads them.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -15,7 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
+import taskscope
 from taskscope import _store
+from taskscope.exporters import LocalStore
 from taskscope.server import pages
 from taskscope.server.app import serve_in_thread
 
@@ -124,16 +127,18 @@ def test_text_that_is_not_utf8_is_shown_with_replacement_characters(base: str, s
     pages_render(base, "r2")
 
 
-def test_json_with_escaped_lone_surrogates_is_shown_with_replacements(
+def test_json_with_escaped_lone_surrogates_is_served_with_the_same_escapes(
     base: str, store: Path
 ) -> None:
-    """JSON text holding "\\ud800" (as ensure_ascii writes it) loads, then is made servable."""
+    """JSON text holding "\\ud800" (as LocalStore writes a lone surrogate) reads back exactly."""
     put_run(store, "r3", input='{"k\\udc00": "v\\ud800"}', metadata='{"m": "\\udfff"}')
     put_event(store, "r3", "e", 1, payload='["\\ud83d\\ude00", "\\ud83d"]')
-    data = read(base, "/api/runs/r3")
-    assert data["run"]["input"] == {"k\ufffd": "v\ufffd"}
-    assert data["run"]["metadata"] == {"m": "\ufffd"}
-    assert data["events"][0]["payload"] == ["\U0001f600", "\ufffd"]
+    answer = httpx.get(base + "/api/runs/r3")
+    assert answer.status_code == 200 and b'"v\\ud800"' in answer.content
+    data = answer.json()["data"]
+    assert data["run"]["input"] == {"k\udc00": "v\ud800"}
+    assert data["run"]["metadata"] == {"m": "\udfff"}
+    assert data["events"][0]["payload"] == ["\U0001f600", "\ud83d"]
 
 
 @pytest.mark.parametrize(
@@ -233,3 +238,21 @@ def test_odd_bytes_in_the_address_never_make_a_500(base: str, store: Path, path:
     assert answer.status_code in (200, 400, 404), answer.text
     if path.startswith("/api/"):
         assert set(json.loads(answer.content)) == {"data", "error"}
+
+
+def test_what_localstore_records_with_surrogates_is_served(tmp_path: Path) -> None:
+    """A task named and fed with os.fsdecode(b"\\xff") through LocalStore: page and API answer."""
+    path = tmp_path / "lib.db"
+    odd = os.fsdecode(b"file-\xff")
+    with (
+        taskscope.Client(exporters=[LocalStore(path)]) as client,
+        client.start_run(name="files") as run,
+        run.task(odd, input={"path": odd}),
+    ):
+        pass
+    with serve_in_thread(pages.pages_app(path)) as url:
+        (listed,) = read(url, "/api/runs")["runs"]
+        (task,) = read(url, f"/api/runs/{listed['id']}")["tasks"]
+        pages_render(url, listed["id"])
+    assert task["name"] == "file-\\udcff"  # LocalStore keeps it as text: the six characters
+    assert task["input"] == {"path": odd}  # inside JSON: the escape, read back as the same string

@@ -24,10 +24,23 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from .. import _store
 from .._model import ErrorInfo
-from .._store import _error_json, _json, _retry_busy
+from .._store import _retry_busy
+from ._safe import escape_json_surrogates
 
 _T = TypeVar("_T")
+
+
+def _json(value: Any) -> str | None:
+    """JSON text SQLite can store: a client's lone surrogates as JSON escapes (``_safe``)."""
+    text = _store._json(value)
+    return None if text is None else escape_json_surrogates(text)
+
+
+def _error_json(error: ErrorInfo | None) -> str | None:
+    return None if error is None else _json(error.to_dict())
+
 
 CYCLE_KEY = "parent_cycle"
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from .._model import ErrorInfo, EventRecord, RunRecord, TaskRecord
 from ._ingest_store import CYCLE_KEY
-from ._safe import clean_text, loads_stored
+from ._safe import loads_stored
 
 _RUN_SELECT = (
     "id, name, status, input, output, error, started_at, ended_at, metadata, tags, "
@@ -58,9 +58,9 @@ def _text(value: Any, default: str = "") -> str:
     if value is None:
         return default
     if isinstance(value, bytes):
-        return clean_text(_decode(value))
+        return _decode(value)
     if isinstance(value, str):
-        return clean_text(value)
+        return value
     return str(value)
 
 

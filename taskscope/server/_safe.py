@@ -1,15 +1,16 @@
 """JSON a client sent, or a store holds, made safe to store and to serve.
 
 Three things in valid-looking JSON break a server that trusts it: a lone UTF-16 surrogate
-(``"\\ud800"``) parses into a ``str`` that cannot be encoded as UTF-8, so SQLite and every JSON
-response refuse it; nesting about a thousand levels deep exhausts Python's recursion limit in
-the parser, the encoder or any walk of the value; ``NaN``, ``Infinity`` and ``1e400`` parse
-(Python's json accepts them) but have no JSON form for the answer. Here surrogates become
-U+FFFD (the replacement character, as a UTF-8 decoder would show them), too deep is refused
-(a request) or shown as its text (a stored value), and non-finite numbers are refused.
+(``"\\ud800"``) parses into a ``str`` that cannot be encoded as UTF-8, so SQLite and a plain
+JSON response refuse it; nesting about a thousand levels deep exhausts Python's recursion limit
+in the parser, the encoder or any walk of the value; ``NaN``, ``Infinity`` and ``1e400`` parse
+(Python's json accepts them) but have no JSON form for the answer.
 
-The checks cost nothing for ordinary bodies: the walk runs only when the raw text holds a
-surrogate escape or more brackets than the depth limit.
+Surrogates are kept, escaped, as ``LocalStore`` keeps them: inside JSON text as the JSON escape
+(``\\ud800``, which reads back as the very same string), in plain text (names, ids, types) as
+those six characters; responses escape them the same way, so a client gets back what it sent.
+Too deep is refused (a request) or shown as its text (a stored value); non-finite numbers are
+refused. The depth walk runs only when the text holds more brackets than the limit.
 """
 
 from __future__ import annotations
@@ -19,12 +20,11 @@ import math
 import re
 from typing import Any
 
+from starlette.responses import JSONResponse
+
 MAX_DEPTH = 100
-REPLACEMENT = "\ufffd"
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-_SURROGATE_ESCAPE_TEXT = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class UnsafeJSON(ValueError):
@@ -42,9 +42,19 @@ def _finite(text: str) -> float:
     return value
 
 
-def clean_text(text: str) -> str:
-    """``text`` with every lone surrogate replaced by U+FFFD; the same object when it has none."""
-    return _SURROGATE.sub(REPLACEMENT, text) if _SURROGATE.search(text) else text
+def escape_json_surrogates(text: str) -> str:
+    """JSON text with each lone surrogate written as its JSON escape (valid only inside JSON
+    strings, which is the only place a ``str`` from ``json.dumps`` can hold one)."""
+    if _SURROGATE.search(text) is None:
+        return text
+    return _SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
+def escape_text(text: str) -> str:
+    """Plain text with each lone surrogate written as the six characters ``\\udXXX``."""
+    if _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def depth_over(value: Any, limit: int) -> bool:
@@ -64,18 +74,6 @@ def depth_over(value: Any, limit: int) -> bool:
     return False
 
 
-def clean_value(value: Any) -> Any:
-    """``value`` with lone surrogates replaced in every string and key; call after the depth
-    check, since it recurses."""
-    if isinstance(value, str):
-        return clean_text(value)
-    if isinstance(value, dict):
-        return {clean_text(key): clean_value(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [clean_value(item) for item in value]
-    return value
-
-
 def loads_request(body: bytes, max_depth: int = MAX_DEPTH) -> Any:
     """A request body as Python values, safe to store; ``UnsafeJSON`` with the reason if not."""
     try:
@@ -90,8 +88,6 @@ def loads_request(body: bytes, max_depth: int = MAX_DEPTH) -> Any:
         raise UnsafeJSON(f"The body is not valid JSON ({problem}).") from None
     if body.count(b"[") + body.count(b"{") > max_depth and depth_over(document, max_depth):
         raise UnsafeJSON(f"The body nests deeper than {max_depth} levels; flatten it.")
-    if _SURROGATE_ESCAPE.search(body):
-        document = clean_value(document)
     return document
 
 
@@ -101,9 +97,16 @@ def loads_stored(text: str, max_depth: int = 4 * MAX_DEPTH) -> tuple[Any, bool]:
     try:
         value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
     except (ValueError, RecursionError):
-        return clean_text(text), False
+        return text, False
     if text.count("[") + text.count("{") > max_depth and depth_over(value, max_depth):
-        return clean_text(text), False
-    if _SURROGATE_ESCAPE_TEXT.search(text) or _SURROGATE.search(text):
-        value = clean_value(value)
+        return text, False
     return value, True
+
+
+class SafeJSONResponse(JSONResponse):
+    """A JSON response that any value loaded or parsed here can go into: lone surrogates are
+    sent as JSON escapes (as the client sent them) instead of failing the UTF-8 encoding."""
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return escape_json_surrogates(text).encode("utf-8")

@@ -21,14 +21,14 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from .. import _agentos_api as api
 from .. import _store
 from .._model import ErrorInfo
 from . import _ingest_store
-from ._safe import UnsafeJSON, loads_request
+from ._safe import SafeJSONResponse, UnsafeJSON, escape_text, loads_request
 
 EARLIEST_NS = 0
 LATEST_NS = 2**63 - 1
@@ -47,11 +47,13 @@ class ApiError(Exception):
 def envelope(data: Any = None, error: ApiError | None = None) -> Response:
     """A response in the API's envelope; errors carry ``{"code", "message"}``."""
     if error is None:
-        return JSONResponse({"data": data, "error": None}, headers={"cache-control": "no-store"})
+        return SafeJSONResponse(
+            {"data": data, "error": None}, headers={"cache-control": "no-store"}
+        )
     headers = {"cache-control": "no-store"}
     if error.status == 401:
         headers["www-authenticate"] = "Bearer"
-    return JSONResponse(
+    return SafeJSONResponse(
         {"data": None, "error": {"code": error.code, "message": error.message}},
         status_code=error.status,
         headers=headers,
@@ -83,7 +85,7 @@ def _text(
         return None
     if not isinstance(value, str) or (required and not value):
         raise _invalid(f"{where}{name} must be a non-empty string, not {json.dumps(value)[:80]}.")
-    return value
+    return escape_text(value)  # a lone surrogate as the six characters \udXXX, as LocalStore
 
 
 def _choice(

@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -34,6 +34,7 @@ from .._errors import ConfigurationError
 from .._model import EventRecord, RunRecord, TaskRecord, record_to_dict
 from ._hosts import HostCheck, HostRule
 from ._reading import RunDetail, RunFilter, RunRow, lenient, list_runs, load_run
+from ._safe import SafeJSONResponse
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
@@ -176,7 +177,7 @@ def envelope(data: Any = None, *, status: int = 200, code: str = "", message: st
     headers = {"Cache-Control": "no-store"}
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    return JSONResponse(
+    return SafeJSONResponse(
         {"data": None if code else data, "error": error}, status_code=status, headers=headers
     )
 
