@@ -541,6 +541,10 @@ class Run:
             internal_error("run-fail")
 
     # -- as a with block: the current run -------------------------------------------------
+        if self.metadata or self.tags:  # what code added after the start is redacted too
+            self.metadata = _captured_metadata(self.metadata) if self.metadata else {}
+            label = settings.capturer.label
+            self.tags = [label(tag) if type(tag) is str else tag for tag in self.tags]
 
     def __enter__(self) -> Run:
         tokens = _context.activate_run(self)

@@ -199,6 +199,8 @@ SHAPES: list[tuple[str, str, Action]] = [
     ("python dict repr", secret(56), lambda r, s: give(str({"client_secret": s, "id": 1}))),
     ("run failed by exception", secret(57), lambda r, s: _fail_run(r, s)),
     ("run output", secret(58), lambda r, s: _complete_run(r, s)),
+    ("run metadata set later", secret(59), lambda r, s: _run_changed_later(r, "db", s)),
+    ("run tag added later", secret(60), lambda r, s: _run_changed_later(r, "tag", s)),
 ]
 
 
@@ -208,6 +210,15 @@ def _fail_run(run: taskscope.Run, text: str) -> None:
 
 def _complete_run(run: taskscope.Run, text: str) -> None:
     run.client.start_run().complete({"dsn": f"postgres://a:{text}@db"})
+
+
+def _run_changed_later(run: taskscope.Run, what: str, text: str) -> None:
+    other = run.client.start_run(metadata={"team": "search"}, tags=["prod"])
+    if what == "db":
+        other.metadata["database"] = f"mysql://root:{text}@db/shop"
+    else:
+        other.tags.append(f"api_key={text}")
+    other.complete()
 
 
 # Text that looks a little like a secret and is not one: kept exactly as it is.
@@ -327,8 +338,11 @@ def test_no_secret_shape_reaches_any_exporter(tmp_path: Path) -> None:
     assert memory.task("fail-manual").error is not None
     assert memory.task("fail-manual").error.message == "password=[REDACTED]"
     assert "webhook.sent?token=[REDACTED]" in [e.type for e in memory.events]
-    tagged = [r for r in memory.runs if "prod" in r.tags]
-    assert tagged[-1].tags == ["prod", "Authorization: Bearer [REDACTED]"]
+    tags = [r.tags for r in memory.runs if "prod" in r.tags]
+    assert ["prod", "Authorization: Bearer [REDACTED]"] in tags
+    assert ["prod", "api_key=[REDACTED]"] in tags  # a tag added after the start
+    metadata = [r.metadata for r in memory.runs if r.metadata.get("team") == "search"]
+    assert {"team": "search", "database": "mysql://root:[REDACTED]@db/shop"} in metadata
     chained = memory.task("raises-chained").error
     assert chained is not None and chained.traceback is not None
     assert "OSError: refused: https://a:[REDACTED]@db/" in chained.traceback
