@@ -859,6 +859,10 @@ class AgentOSExporter(BaseExporter):
                 if not isinstance(server_id, str) or not server_id:
                     self._reject(stream, op, outcome, "the answer had no data.run_id")
                     return
+            if self._failing >= _DOWN_AFTER:
+                # The backend is back: every run waiting out a backoff may go now.
+                for waiting in self._sleeping:
+                    waiting.not_before = 0.0
             self._failing = 0
             stream.failures = 0
             self._counts["sent"] += op.records
