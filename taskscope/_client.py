@@ -520,6 +520,10 @@ class Run:
         error: ErrorInfo | PendingError | None,
         usage: Mapping[str, Any] | None,
     ) -> None:
+        if self.metadata or self.tags:  # what code added after the start is redacted too
+            self.metadata = _captured_metadata(self.metadata) if self.metadata else {}
+            label = settings.capturer.label
+            self.tags = [label(tag) if type(tag) is str else tag for tag in self.tags]
         self.status = status
         counts = _usage_counts(usage) if usage is not None else dict(self._usage)
         end_ns = _time_ns()
@@ -541,10 +545,6 @@ class Run:
             internal_error("run-fail")
 
     # -- as a with block: the current run -------------------------------------------------
-        if self.metadata or self.tags:  # what code added after the start is redacted too
-            self.metadata = _captured_metadata(self.metadata) if self.metadata else {}
-            label = settings.capturer.label
-            self.tags = [label(tag) if type(tag) is str else tag for tag in self.tags]
 
     def __enter__(self) -> Run:
         tokens = _context.activate_run(self)
