@@ -333,3 +333,20 @@ def test_outbox_command_lists_targets_oldest_first_and_send_needs_the_key(
             down.close()
     assert _cli.main(["outbox", "--dir", str(outbox_dir / "none")]) == 0
     assert "Nothing waits" in capsys.readouterr().out
+
+
+def test_an_unusable_outbox_directory_warns_once_and_delivery_goes_on(
+    stand_in: StandIn, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """outbox_dir is a file: one warning naming it, and the records still arrive."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    with caplog.at_level(logging.WARNING, logger="taskscope"):
+        sender = exporter(stand_in.url, outbox_dir=blocker)
+        client = taskscope.Client([sender])
+        ids, _ = record_runs(client, runs=2, tasks=3, events=1)
+        assert client.flush(10.0)
+        client.shutdown()
+    assert problems(stand_in, ids, tasks=3, events=1) == []
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "cannot open the outbox" in warning and str(blocker) in warning
