@@ -36,8 +36,11 @@ from tests.agentos_standin import KEY, StandIn, problems, record_runs  # noqa: E
 def latency(delay: float, in_flight: int | None = None, runs: int = 20, tasks: int = 100) -> None:
     stand_in = StandIn(delay=delay)
     try:
-        options = {} if in_flight is None else {"max_in_flight": in_flight}
-        sender = AgentOSExporter(KEY, "bench", stand_in.url, **options)
+        sender = (
+            AgentOSExporter(KEY, "bench", stand_in.url)
+            if in_flight is None
+            else AgentOSExporter(KEY, "bench", stand_in.url, max_in_flight=in_flight)
+        )
         client = taskscope.Client([sender])
         began = time.perf_counter()
         ids, worst = record_runs(client, runs=runs, tasks=tasks, events=0)
