@@ -86,6 +86,9 @@ class _Handler(BaseHTTPRequestHandler):
             if f"error-{status}" in model:
                 self._error(status, anthropic)
                 return
+        if "error-midstream" in model:
+            self._midstream_error(anthropic)
+            return
         if self.path.endswith("/chat/completions"):
             self._answer(body, _chat_events(body), _chat_json(body), done=True)
         elif self.path.endswith("/responses"):
@@ -125,6 +128,42 @@ class _Handler(BaseHTTPRequestHandler):
             kind = "rate_limit_exceeded" if status == 429 else "server_error"
             payload = {"error": {"message": message, "type": kind, "code": kind, "param": None}}
         self._json(status, payload, {"retry-after": "0"})
+
+    def _midstream_error(self, anthropic: bool) -> None:
+        """Two chunks of text, then the API's error event (an overloaded server, say)."""
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        message = "Something went wrong mid-stream"
+        if anthropic:
+            start = _anthropic_json({"model": "error-midstream"})
+            start.update(content=[], stop_reason=None, usage=_anthropic_usage(1))
+            block = {"type": "text", "text": ""}
+            delta = {"type": "text_delta", "text": "Hello"}
+            events: list[tuple[str | None, dict[str, Any]]] = [
+                ("message_start", {"type": "message_start", "message": start}),
+                (
+                    "content_block_start",
+                    {"type": "content_block_start", "index": 0, "content_block": block},
+                ),
+                (
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": 0, "delta": delta},
+                ),
+                (
+                    "error",
+                    {"type": "error", "error": {"type": "overloaded_error", "message": message}},
+                ),
+            ]
+        else:
+            chunks = list(_chat_events({"model": "error-midstream", "stream": True}))[:2]
+            events = [*chunks, (None, {"error": {"message": message, "type": "server_error"}})]
+        for name, data in events:
+            head = f"event: {name}\n" if name else ""
+            self.wfile.write(f"{head}data: {json.dumps(data)}\n\n".encode())
+        self.wfile.flush()
 
     def _answer(
         self,

@@ -272,6 +272,27 @@ def test_async_error_fails_the_task(server: FakeLLMServer) -> None:
     assert cap.run("agent").status == "failed"
 
 
+def test_a_stream_that_fails_midway_fails_the_task(server: FakeLLMServer) -> None:
+    """An error event mid-stream: the caller gets the SDK's exception, the task fails."""
+    client = taskscope.instrument_anthropic(sync_client(server))
+    with (
+        capture() as cap,
+        taskscope.run("agent"),
+        pytest.raises(anthropic.APIStatusError) as raised,
+    ):
+        for _ in client.messages.create(
+            model="error-midstream", max_tokens=100, messages=MESSAGES, stream=True
+        ):
+            pass
+    task = cap.task("chat error-midstream")
+    assert task.status == "failed"
+    assert task.error is not None and task.error.type == exception_type(raised.value)
+
+
+def exception_type(error: BaseException) -> str:
+    return f"{type(error).__module__}.{type(error).__qualname__}"
+
+
 def test_global_form_auto_run_and_uninstrument(server: FakeLLMServer) -> None:
     """instrument_anthropic(): every client; outside a run, a run of the call's own."""
     client = sync_client(server)

@@ -322,6 +322,45 @@ def test_async_stream_error_fails_the_task(server: FakeLLMServer) -> None:
     assert cap.run("agent").status == "failed"
 
 
+def test_a_stream_that_fails_midway_fails_the_task(server: FakeLLMServer) -> None:
+    """An error event after two chunks: the caller gets the SDK's APIError, the task fails."""
+    client = taskscope.instrument_openai(sync_client(server))
+    received: list[Any] = []
+    with capture() as cap, taskscope.run("agent"):
+        stream = client.chat.completions.create(
+            model="error-midstream", messages=MESSAGES, stream=True
+        )
+        with pytest.raises(openai.APIError) as raised:
+            received.extend(stream)
+    assert len(received) == 2 and "went wrong" in str(raised.value)
+    task = cap.task("chat error-midstream")
+    assert (task.status, task.error.type) == ("failed", "openai.APIError")  # type: ignore[union-attr]
+
+
+def test_an_answer_taskscope_cannot_read_still_reaches_the_caller(
+    server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in reading the answer: logged once, the task ends without output, the call goes on."""
+    from taskscope import _internal
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug in taskscope")
+
+    monkeypatch.setattr(_internal, "RAISE_INTERNAL_ERRORS", False)
+    monkeypatch.setattr(_openai, "assistant_message", broken)
+    client = taskscope.instrument_openai(sync_client(server))
+    with capture() as cap, taskscope.run("agent"):
+        reply = client.chat.completions.create(model="gpt-5", messages=MESSAGES)
+        client.chat.completions.create(model="gpt-5", messages=MESSAGES)
+    assert reply.choices[0].message.content == REPLY
+    assert [(t.status, t.output) for t in cap.tasks] == [("completed", None)] * 2
+    logged = [r.getMessage() for r in caplog.records if r.name == "taskscope"]
+    assert logged == [
+        "taskscope hit an internal error (llm-answer); your code keeps running, only this "
+        "record may be incomplete. Please report it."
+    ]
+
+
 # -- the Responses API and embeddings ---------------------------------------------------------
 
 

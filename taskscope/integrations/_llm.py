@@ -311,8 +311,15 @@ class Call:
                 return AsyncRecordedStream(result, self, accumulator(self.usage_added))
             self.complete(self.operation.answer(result))
         except Exception:
-            internal_error("llm-answer")
+            self.end_unread("llm-answer")
         return result
+
+    def end_unread(self, kind: str) -> None:
+        """An answer taskscope could not read (a bug of ours, an SDK it does not know): the
+        task still ends, without output, and the problem is logged once."""
+        with contextlib.suppress(Exception):
+            finish(self.frame, None)
+        internal_error(kind)
 
 
 def record_sync(
@@ -403,7 +410,7 @@ class _StreamBase:
                 first_token_ns=accumulator.first_token_ns,
             )
         except Exception:
-            internal_error("llm-stream-end")
+            self._call.end_unread("llm-stream-end")
 
     def _fail(self, exc: BaseException) -> None:
         if not self._done:
