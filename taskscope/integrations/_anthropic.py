@@ -12,7 +12,7 @@ import inspect
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .._errors import ConfigurationError
 from ._llm import (
@@ -30,8 +30,25 @@ from ._llm import (
     usage_counts,
 )
 
+if TYPE_CHECKING:
+    from anthropic import Anthropic, AsyncAnthropic
+
 _STATE = Instrumentation("anthropic")
+# The client given is the client returned, with its own type (the SDK is imported for mypy only).
+_Client = TypeVar("_Client", bound="Anthropic | AsyncAnthropic")
 _time_ns = time.time_ns
+
+
+@overload
+def instrument_anthropic(
+    client: None = None, *, capture_input: bool = True, capture_output: bool = True
+) -> None: ...
+
+
+@overload
+def instrument_anthropic(
+    client: _Client, *, capture_input: bool = True, capture_output: bool = True
+) -> _Client: ...
 
 
 def instrument_anthropic(

@@ -9,7 +9,7 @@ cached.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .._errors import ConfigurationError
 from ._llm import (
@@ -26,8 +26,25 @@ from ._llm import (
     usage_counts,
 )
 
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI, OpenAI
+
 _STATE = Instrumentation("openai")
+# The client given is the client returned, with its own type (the SDK is imported for mypy only).
+_Client = TypeVar("_Client", bound="OpenAI | AsyncOpenAI")
 _time_ns = time.time_ns
+
+
+@overload
+def instrument_openai(
+    client: None = None, *, capture_input: bool = True, capture_output: bool = True
+) -> None: ...
+
+
+@overload
+def instrument_openai(
+    client: _Client, *, capture_input: bool = True, capture_output: bool = True
+) -> _Client: ...
 
 
 def instrument_openai(
