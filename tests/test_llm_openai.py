@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -521,6 +522,17 @@ def test_instrument_with_something_else_says_what_it_takes() -> None:
     """A wrong argument: a TypeError naming the client classes."""
     with pytest.raises(TypeError, match=r"instrument_openai\(\) takes a openai.OpenAI or"):
         taskscope.instrument_openai(object())
+
+
+def test_without_the_sdk_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """openai not installed: a ConfigurationError naming the extra to install."""
+    monkeypatch.setitem(sys.modules, "openai", None)  # what `import openai` sees when missing
+    with pytest.raises(taskscope.ConfigurationError) as raised:
+        taskscope.instrument_openai()
+    assert str(raised.value) == (
+        "instrument_openai() needs the openai package: pip install 'taskscope[openai]'."
+    )
+    assert not _openai._STATE.is_patched
 
 
 def test_the_stream_helper_is_recorded(server: FakeLLMServer) -> None:
