@@ -305,6 +305,22 @@ def test_global_form_auto_run_and_uninstrument(server: FakeLLMServer) -> None:
     assert (cap.run("chat claude-x").usage, len(cap.runs)) == (USAGE, 1)
 
 
+def test_a_stream_outside_a_run_keeps_its_run_open_until_it_ends(server: FakeLLMServer) -> None:
+    """Outside a run, a streaming call's own run ends with the stream, holding its usage."""
+    client = taskscope.instrument_anthropic(sync_client(server))
+    with capture() as cap:
+        stream = client.messages.create(
+            model="claude-x", max_tokens=100, messages=MESSAGES, stream=True
+        )
+        assert [(r.name, r.status) for r in cap.runs] == [("chat claude-x", "running")]
+        for _ in stream:
+            pass
+    assert [(r.name, r.status, r.usage) for r in cap.runs] == [
+        ("chat claude-x", "completed", USAGE)
+    ]
+    assert taskscope.current_run() is None or not taskscope.current_run().is_recording()
+
+
 def test_capture_input_false_leaves_the_prompt_out(server: FakeLLMServer) -> None:
     """capture_input=False: the request is not recorded; the answer and usage are."""
     client = taskscope.instrument_anthropic(sync_client(server), capture_input=False)
