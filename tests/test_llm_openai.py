@@ -569,15 +569,25 @@ def test_the_responses_stream_helper_is_recorded(server: FakeLLMServer) -> None:
 # -- OpenTelemetry ----------------------------------------------------------------------------
 
 
-def test_otel_span_has_genai_and_openinference_attributes(server: FakeLLMServer) -> None:
-    """The OTel exporter: an LLM span with the GenAI and OpenInference model and token names."""
+@pytest.mark.parametrize("stream", [False, True])
+def test_otel_span_has_genai_and_openinference_attributes(
+    server: FakeLLMServer, stream: bool
+) -> None:
+    """The OTel exporter: an LLM span with the GenAI and OpenInference model and token names;
+    a stream's span ends with the stream, with the same attributes."""
     spans = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(spans))
     taskscope.configure(exporters=[OTelExporter(provider)])
     client = taskscope.instrument_openai(sync_client(server))
     with taskscope.run("agent"):
-        client.chat.completions.create(model="gpt-5", messages=MESSAGES)
+        if stream:
+            chunks = client.chat.completions.create(model="gpt-5", messages=MESSAGES, stream=True)
+            assert [s.name for s in spans.get_finished_spans()] == []
+            list(chunks)
+            assert [s.name for s in spans.get_finished_spans()] == ["chat gpt-5"]
+        else:
+            client.chat.completions.create(model="gpt-5", messages=MESSAGES)
     taskscope.flush()
     [span] = [s for s in spans.get_finished_spans() if s.name == "chat gpt-5"]
     attributes = dict(span.attributes or {})
