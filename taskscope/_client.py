@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from . import _accel, _context, _ids, _live
+from . import _accel, _context, _ids, _live, _pipeline, _signals
 from ._config import exporters_from_env, settings
 from ._convert import EVENT, RUN_END, RUN_START, TASK_END, TASK_START, PendingError
 from ._errorinfo import exception_message, exception_type_name
@@ -264,6 +264,27 @@ def _fix_ids_before_fork() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(before=_fix_ids_before_fork, after_in_child=_adopt_after_fork)
+
+
+def _end_open_work(why: str) -> None:
+    """The process is going (exit, SIGTERM): nothing it started may stay "running" for ever.
+
+    The tasks open here (the current thread's, where a signal handler runs) fail and the runs
+    this process started and left open are cancelled, each with ``why``.
+    """
+    task = _context.get_current_task()
+    while task is not None and task.recording:
+        if task.status == "running" and not task.run._remote:
+            task._end("failed", None, ErrorInfo(message=why, type="Interrupted"))
+        task = task.parent
+    for pipeline in _pipeline.all_pipelines():  # the open tasks of other threads, manual ones
+        pipeline.interrupt_open_tasks(why)
+    for run in list(_open_runs):
+        if run.status == "running" and not run._remote:
+            run._end("cancelled", None, ErrorInfo(message=why, type="cancelled"), None)
+
+
+_pipeline.before_exit_flush.append(_end_open_work)
 
 
 class Run:
@@ -525,11 +546,15 @@ class Run:
             label = settings.capturer.label
             self.tags = [label(tag) if type(tag) is str else tag for tag in self.tags]
         self.status = status
+        _open_runs.discard(self)
         counts = _usage_counts(usage) if usage is not None else dict(self._usage)
         end_ns = _time_ns()
         self._put((RUN_END, self, status, output, error, counts, end_ns))
         if self._live:
             _live.end(self._live, _ending(status, output, error, end_ns, self.metadata, counts))
+        if _signals.terminating:  # the process may be ended any moment now: deliver it
+            pipeline = self.client._pipeline
+            pipeline.flush(pipeline.shutdown_timeout)
 
     def _end_managed(self, output: Any) -> None:
         if self.status == "running" and not self._remote:
@@ -688,6 +713,10 @@ class Client:
             flush_interval=flush_interval,
             shutdown_timeout=shutdown_timeout,
         )
+        # A client dropped without shutdown() must not keep its threads and files for ever:
+        # when it is collected, the pipeline delivers what is queued and its threads end.
+        finalizer = weakref.finalize(self, self._pipeline.release)
+        finalizer.atexit = False  # at exit, the exit flush does it, with its deadline
 
     def start_run(
         self,

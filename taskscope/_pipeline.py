@@ -14,6 +14,7 @@ import atexit
 import dataclasses
 import itertools
 import os
+import sys
 import threading
 import time
 import weakref
@@ -21,7 +22,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import _accel, _context
+from . import _accel, _context, _signals
 from ._convert import (
     CONTROL,
     EVENT,
@@ -33,7 +34,7 @@ from ._convert import (
     convert_until_control,
 )
 from ._internal import internal_error, logger, warn_once
-from ._model import EventRecord, Record, RunRecord, TaskRecord
+from ._model import ErrorInfo, EventRecord, Record, RunRecord, TaskRecord
 from .exporters._base import RecordsLost
 
 if TYPE_CHECKING:
@@ -167,6 +168,7 @@ class _BoundedQueue:
 
 class _IntakeLike(Protocol):
     items: deque[Any]
+    maxsize: int
     wake_at: int
 
     def __call__(self, op: tuple[Any, ...], /) -> None: ...
@@ -235,6 +237,7 @@ class _Lane:
         self.exported = 0
         self.failed = 0
         self.stopping = False
+        self._shutdown_exporter = False
         self._problems_seen = 0  # drops + failures at the last barrier
         self._barriers = 0  # barriers in the queue
         self._dropped_by_run: dict[str, int] = {}  # dropped here, for the run's end record
@@ -304,9 +307,14 @@ class _Lane:
         while True:
             try:
                 if not self._step():
-                    return
+                    break
             except BaseException:
                 internal_error("lane")
+        if self._shutdown_exporter:
+            try:
+                self.exporter.shutdown()
+            except BaseException:
+                internal_error("lane-shutdown")
 
     def _step(self) -> bool:
         with self.ready:
@@ -379,9 +387,11 @@ class _Lane:
         items = self.queue.items.copy()  # in C, without releasing the GIL
         return sum(1 for item in items if type(item) is not _Barrier) + self.queue.in_flight
 
-    def stop(self) -> None:
+    def stop(self, *, shutdown_exporter: bool = False) -> None:
+        """Let the thread end once its queue is empty; it shuts the exporter down if asked."""
         with self.ready:
             self.stopping = True
+            self._shutdown_exporter = shutdown_exporter
             self.ready.notify()
 
     def stats(self) -> dict[str, int]:
@@ -419,6 +429,7 @@ class Pipeline:
         """Queue one op: the caller's whole share of the work (a length check and an append)."""
         self._start_runtime()
         _pipelines.add(self)
+        _signals.install()
 
     # -- runtime state, rebuilt in a forked child -------------------------------------------
 
@@ -430,7 +441,10 @@ class Pipeline:
         self.put.items = self._items
         self.put.wake_at = self._wake_at
         self._closed = False
-        self._open_tasks: set[str] = set()  # running snapshots delivered, awaiting their end
+        self._late = 0  # records made after the pipeline closed: dropped
+        self._late_seen = 0
+        self.put.maxsize = self.max_queue_size
+        self._open_tasks: dict[str, TaskRecord] = {}  # running snapshots delivered, not ended
         self._dispatched = 0
         self._problems_seen = 0
         # A live-only exporter (``wants_batches = False``) works in its hooks and needs no lane;
@@ -461,6 +475,9 @@ class Pipeline:
             self._revive()
 
     def _on_full(self, op: Any) -> None:
+        if self._closed:
+            self._lost_after_close(op)
+            return
         if type(op) is tuple and (
             op[0] in _RUN_OPS or (op[0] in _END_OPS and not _start_was_dropped(op[1]))
         ):
@@ -486,6 +503,24 @@ class Pipeline:
                 _released(dropped)
         if not self._wake.is_set():
             self._wake.set()
+
+    def _lost_after_close(self, op: Any) -> None:
+        global _late_records
+        with self._intake.lock:
+            self._late += 1
+            _late_records += 1
+        _released(op)
+        warn_once(
+            "closed-client",
+            "taskscope: a record was made through a client that is shut down (a run that "
+            "outlived `with Client()`, or one started before configure(exporters=...) replaced "
+            "the default client); it is dropped and counted in client.stats(), and flush() "
+            "says False.",
+        )
+
+    def _close_intake(self) -> None:
+        self._closed = True
+        self.put.maxsize = 0  # every later op reaches _on_full, which counts it as lost
 
     def _control(self, action: Callable[[], None]) -> None:
         self._items.append((CONTROL, action))  # control ops are never dropped
@@ -546,16 +581,38 @@ class Pipeline:
         for record in records:
             if type(record) is TaskRecord:
                 if record.end_ns is None:
-                    open_tasks.add(record.id)
+                    open_tasks[record.id] = record
                 elif open_tasks and record.id in open_tasks:
-                    open_tasks.remove(record.id)
+                    del open_tasks[record.id]
                     closing.add(record.id)
         return closing
+
+    def interrupt_open_tasks(self, why: str) -> None:
+        """The process is going: every task still open here ends as failed, saying ``why``.
+
+        Runs on the dispatcher after everything queued before it, so it sees every task whose
+        start was recorded and whose end was not.
+        """
+
+        def fail_open_tasks() -> None:
+            now = time.time_ns()
+            error = ErrorInfo(message=why, type="Interrupted")
+            ended: list[Record] = [
+                dataclasses.replace(task, status="failed", end_ns=now, error=error)
+                for task in self._open_tasks.values()
+            ]
+            self._deliver(ended)
+
+        self._control(fail_open_tasks)
 
     # -- flush, taps, shutdown -------------------------------------------------------------
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything recorded so far reached every exporter; False if it did not."""
+        if self._closed:  # nothing to wait for; only say whether records came in since
+            clean = self._late == self._late_seen
+            self._late_seen = self._late
+            return clean
         barrier = _Barrier(len(self._lanes))
 
         def at_barrier() -> None:
@@ -605,7 +662,7 @@ class Pipeline:
             return True
         deadline = time.monotonic() + (self.shutdown_timeout if timeout is None else timeout)
         delivered = self.flush(max(0.0, deadline - time.monotonic()))
-        self._closed = True
+        self._close_intake()
         self._wake.set()
         for lane in self._lanes:
             lane.stop()
@@ -621,9 +678,30 @@ class Pipeline:
         _pipelines.discard(self)
         return delivered
 
+    def release(self) -> None:
+        """The client is gone (garbage-collected, never shut down): deliver what is queued,
+        then let every thread end and shut its exporter down on its own. Never blocks."""
+        if self._closed:
+            return
+        lanes = list(self._lanes)
+
+        def stop_lanes() -> None:
+            for lane in lanes:
+                lane.stop(shutdown_exporter=True)
+
+        self._control(stop_lanes)
+        self._close_intake()
+        self._wake.set()
+        for exporter in self._laneless:
+            try:
+                exporter.shutdown()
+            except Exception:
+                internal_error("release")
+        _pipelines.discard(self)
+
     def stats(self) -> dict[str, Any]:
         lanes = {lane.name: lane.stats() for lane in self._lanes}
-        intake_dropped = self._intake.dropped
+        intake_dropped = self._intake.dropped + self._late
         # copy() runs in C without releasing the GIL, so callers appending cannot disturb it.
         queued = (
             sum(1 for op in self._items.copy() if type(op) is not tuple or op[0] != CONTROL)
@@ -647,10 +725,32 @@ def all_pipelines() -> list[Pipeline]:
     return list(_pipelines)
 
 
+_late_records = 0  # records made through closed pipelines, in the whole process
+_late_records_seen = 0
+before_exit_flush: list[Callable[[str], None]] = []  # called with why, before the last flush
+
+
+def late_records_since_last_check() -> int:
+    """Records made through closed clients since the previous call (for ``taskscope.flush``)."""
+    global _late_records_seen
+    late = _late_records - _late_records_seen
+    _late_records_seen += late
+    return late
+
+
+def _end_open_work(why: str) -> None:
+    for hook in before_exit_flush:
+        try:
+            hook(why)
+        except Exception:
+            internal_error("exit-hook")
+
+
 def _flush_at_exit() -> None:
     pipelines = all_pipelines()
     if not pipelines:
         return
+    _end_open_work("the process exited")
     deadline = time.monotonic() + max(p.shutdown_timeout for p in pipelines)
     for pipeline in pipelines:
         try:
@@ -664,6 +764,18 @@ def _after_fork_in_child() -> None:
         pipeline.after_fork_in_child()
 
 
+def _at_threading_shutdown() -> None:
+    # A multiprocessing child (fork and forkserver) ends with os._exit() after its target
+    # returns: atexit never runs there, but threading's shutdown does, just before.
+    processes = sys.modules.get("multiprocessing")
+    if processes is not None and processes.parent_process() is not None:
+        _flush_at_exit()
+
+
 atexit.register(_flush_at_exit)
+_signals.install()
+_register_threading_atexit = getattr(threading, "_register_atexit", None)
+if _register_threading_atexit is not None:
+    _register_threading_atexit(_at_threading_shutdown)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -163,10 +163,12 @@ def _retry_busy(action: Callable[[], _T]) -> _T:
 def _read_state(connection: sqlite3.Connection, path: Path) -> tuple[int, int, int]:
     """(application id, schema version, number of tables) of an open file."""
     try:
-        (app_id,) = connection.execute("PRAGMA application_id").fetchone()
-        (version,) = connection.execute("PRAGMA user_version").fetchone()
-        (tables,) = connection.execute(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+        # One statement, so one snapshot: read one by one, a store another process was just
+        # creating could look half made (no id yet, but tables), "another application's".
+        app_id, version, tables = connection.execute(
+            "SELECT (SELECT application_id FROM pragma_application_id()), "
+            "(SELECT user_version FROM pragma_user_version()), "
+            "(SELECT count(*) FROM sqlite_master WHERE type = 'table')"
         ).fetchone()
     except sqlite3.DatabaseError as problem:
         if isinstance(problem, sqlite3.OperationalError) and (

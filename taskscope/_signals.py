@@ -1,0 +1,89 @@
+"""SIGTERM and SIGHUP end open runs and flush before the process goes, as it would have gone.
+
+A container stopped by ``docker stop`` or a Kubernetes rollout gets SIGTERM, a closed terminal
+SIGHUP; their default action ends the process at once, so nothing at exit runs. Installed from
+the main thread, when taskscope is imported and when a client is made:
+
+- where the signal still has its default action, the handler ends this process's open runs as
+  ``cancelled`` naming the signal (and the open tasks as failed), flushes within the shutdown
+  timeout, then puts the default back and raises the signal again: the process ends with the
+  status it would have had. A server that replaces the handler and, after its own graceful
+  shutdown, restores it and raises the signal again (``uvicorn.run(app)`` does) gets the same;
+- where a framework's handler is already there (``python -m uvicorn app:app`` imports the app
+  after installing its own), taskscope calls that handler, and from then on every run's end is
+  flushed before the call that ended it returns, so the runs the framework lets finish are
+  stored before it ends the process;
+- a signal set to be ignored is left alone.
+
+Off with ``TASKSCOPE_HANDLE_SIGNALS=0``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+_installed: set[int] = set()
+terminating = False  # a termination signal was seen: runs flush as they end
+
+
+def wanted() -> bool:
+    return os.environ.get("TASKSCOPE_HANDLE_SIGNALS", "1").strip().lower() not in (
+        "0",
+        "false",
+        "no",
+        "off",
+    )
+
+
+def install() -> None:
+    """Install the handlers (see the module's docstring); from the main thread only."""
+    if threading.current_thread() is not threading.main_thread() or not wanted():
+        return
+    for number in _SIGNALS:
+        if number in _installed:
+            continue
+        try:
+            current = signal.getsignal(number)
+            if current is signal.SIG_DFL:
+                signal.signal(number, _on_signal)
+            elif callable(current) and not isinstance(current, _Chained):
+                signal.signal(number, _Chained(current))
+            else:
+                continue
+            _installed.add(number)
+        except (ValueError, OSError):  # not the main interpreter, say
+            return
+
+
+def _on_signal(number: int, frame: FrameType | None) -> None:
+    global terminating
+    from . import _pipeline
+
+    terminating = True
+    try:
+        why = f"the process received {signal.Signals(number).name}"
+        _pipeline._end_open_work(why)
+        _pipeline._flush_at_exit()
+    finally:
+        # The default action, as if taskscope had not been there: the process ends by it.
+        signal.signal(number, signal.SIG_DFL)
+        _installed.discard(number)
+        os.kill(os.getpid(), number)
+
+
+class _Chained:
+    """A framework's handler, called as before; taskscope only notes that the end is near."""
+
+    def __init__(self, previous: Callable[[int, FrameType | None], Any]) -> None:
+        self.previous = previous
+
+    def __call__(self, number: int, frame: FrameType | None) -> Any:
+        global terminating
+        terminating = True
+        return self.previous(number, frame)
