@@ -15,20 +15,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .._errors import ConfigurationError
-from ._llm import (
-    Answer,
-    HelperHook,
-    Instrumentation,
-    Operation,
-    Options,
-    SDKTypes,
-    assistant_message,
-    check_client,
-    count,
-    model_text,
-    sentinels,
-    usage_counts,
-)
+from ._answer import Answer, assistant_message, count, model_text, usage_counts
+from ._llm import HelperHook, Instrumentation, Operation, Options, SDKTypes, check_client, sentinels
 
 if TYPE_CHECKING:
     from anthropic import Anthropic, AsyncAnthropic

@@ -9,8 +9,7 @@ how to read an answer, how to assemble one from stream chunks. Everything else i
   ``begin_task`` as ``@task`` (so auto-run, ``auto_run=False``, sampling and redaction behave
   alike), make it current for the SDK call (an OpenTelemetry HTTP span nests under it), and end
   it with the answer, or fail it with the SDK's own exception, which is re-raised unchanged.
-- ``RecordedStream``/``AsyncRecordedStream`` stand in for the SDK's stream: the task lasts
-  until the stream is exhausted, closed or garbage-collected, and ends exactly once.
+- ``Call`` is one call's task; for a stream, ``_streams`` holds the stand-in that ends it.
 """
 
 from __future__ import annotations
@@ -18,14 +17,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 from weakref import WeakKeyDictionary
 
 from .._config import settings
 from .._internal import internal_error
 from .._scope import Frame, begin_task, fail, finish
+from ._answer import Accumulator, Answer
+from ._streams import AsyncRecordedStream, RecordedStream
 
 # Arguments that are about transport, not the request: headers can carry credentials.
 _NOT_INPUT = frozenset({"extra_headers", "extra_query", "extra_body", "timeout"})
@@ -37,29 +38,6 @@ class Options:
 
     capture_input: bool = True
     capture_output: bool = True
-
-
-@dataclass(slots=True)
-class Answer:
-    """A model's answer, normalised across SDKs: the task's output, metadata and usage."""
-
-    output: Any = None
-    model: str | None = None
-    id: str | None = None
-    usage: dict[str, int] | None = None
-
-
-class Accumulator(Protocol):
-    """Assembles an ``Answer`` from a stream's chunks, in the SDK's own chunk types."""
-
-    first_token_ns: int | None  # when the first chunk with content arrived
-    finished: bool  # the API's last chunk arrived: closing now is not closing early
-
-    def add(self, chunk: Any) -> bool:
-        """Take in a chunk; False keeps it from the caller (a usage chunk they did not ask for)."""
-
-    def answer(self) -> Answer:
-        """What arrived so far."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,167 +350,7 @@ async def record_async(
     return call.returned(result, types)
 
 
-# -- streams ----------------------------------------------------------------------------------
-
-
-class _StreamBase:
-    """The state both stream stand-ins share; everything else is the SDK stream's own."""
-
-    _done = True  # until __init__ ran: a half-made object has nothing to end
-
-    def __init__(self, stream: Any, call: Call, accumulator: Accumulator) -> None:
-        self._stream = stream
-        self._call = call
-        self._accumulator = accumulator
-        self._done = False
-
-    def __getattr__(self, name: str) -> Any:
-        # ``response``, ``_iterator`` and whatever else the SDK's stream has, unchanged.
-        return getattr(object.__getattribute__(self, "_stream"), name)
-
-    def _take(self, chunk: Any) -> bool:
-        try:
-            return self._accumulator.add(chunk)
-        except Exception:
-            internal_error("llm-chunk")
-            return True
-
-    def _end(self, closed_early: bool) -> None:
-        """End the task once, with what arrived; early only if the API's last chunk did not."""
-        if self._done:
-            return
-        self._done = True
-        try:
-            accumulator = self._accumulator
-            self._call.complete(
-                accumulator.answer(),
-                closed_early=closed_early and not accumulator.finished,
-                first_token_ns=accumulator.first_token_ns,
-            )
-        except Exception:
-            self._call.end_unread("llm-stream-end")
-
-    def _fail(self, exc: BaseException) -> None:
-        if not self._done:
-            self._done = True
-            self._call.fail(exc)
-
-    def __del__(self) -> None:
-        # Abandoned without being exhausted or closed: the task ends with what arrived.
-        if not self._done:
-            self._end(closed_early=True)
-
-
-class RecordedStream(_StreamBase):
-    """The SDK's stream, recorded: iterate it, close it or use it in ``with`` as before."""
-
-    def __iter__(self) -> RecordedStream:
-        return self
-
-    def __next__(self) -> Any:
-        stream = self._stream
-        try:
-            while True:
-                chunk = stream.__next__()
-                if self._take(chunk):
-                    return chunk
-        except StopIteration:
-            self._end(closed_early=False)
-            raise
-        except BaseException as exc:
-            self._fail(exc)
-            raise
-
-    def close(self) -> None:
-        try:
-            self._stream.close()
-        finally:
-            self._end(closed_early=True)
-
-    def __del__(self) -> None:
-        # Abandoned: end the task, and give the connection back as the SDK's close would.
-        if not self._done:
-            self._end(closed_early=True)
-            # If the connection was already gone, nothing of the caller's depends on it.
-            with contextlib.suppress(Exception):
-                self._stream.close()
-
-    def __enter__(self) -> RecordedStream:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-class AsyncRecordedStream(_StreamBase):
-    """The SDK's async stream, recorded."""
-
-    def __aiter__(self) -> AsyncRecordedStream:
-        return self
-
-    async def __anext__(self) -> Any:
-        stream = self._stream
-        try:
-            while True:
-                chunk = await stream.__anext__()
-                if self._take(chunk):
-                    return chunk
-        except StopAsyncIteration:
-            self._end(closed_early=False)
-            raise
-        except BaseException as exc:
-            self._fail(exc)
-            raise
-
-    async def close(self) -> None:
-        try:
-            await self._stream.close()
-        finally:
-            self._end(closed_early=True)
-
-    async def aclose(self) -> None:
-        await self.close()
-
-    async def __aenter__(self) -> AsyncRecordedStream:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-
 # -- helpers for the SDK modules --------------------------------------------------------------
-
-
-def assistant_message(
-    content: str | None,
-    tool_calls: list[dict[str, Any]],
-    stop: Any,
-    refusal: str | None = None,
-    thinking: str | None = None,
-) -> dict[str, Any]:
-    """The one output shape of every SDK's answer, so records compare across providers."""
-    message: dict[str, Any] = {"role": "assistant", "content": content}
-    if thinking:
-        message["thinking"] = thinking
-    if refusal:
-        message["refusal"] = refusal
-    if tool_calls:
-        message["tool_calls"] = tool_calls
-    message["stop_reason"] = stop
-    return message
-
-
-def count(value: Any) -> int | None:
-    """A token count from an SDK object's field: an int, or None when absent."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    return None
-
-
-def usage_counts(**counts: int | None) -> dict[str, int] | None:
-    """The usage dict with the counts that were reported."""
-    found = {key: value for key, value in counts.items() if value is not None}
-    return found or None
 
 
 def sentinels(sdk: Any) -> tuple[type, ...]:
@@ -540,10 +358,6 @@ def sentinels(sdk: Any) -> tuple[type, ...]:
     return tuple(
         kind for kind in (getattr(sdk, "Omit", None), getattr(sdk, "NotGiven", None)) if kind
     )
-
-
-def model_text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
 
 
 def check_client(client: Any, classes: tuple[type, ...], function: str, sdk: str) -> None:
@@ -554,7 +368,3 @@ def check_client(client: Any, classes: tuple[type, ...], function: str, sdk: str
             f"{function}() takes a {names} client (or no argument, for every client), "
             f"not {type(client).__name__}."
         )
-
-
-def as_mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
