@@ -258,7 +258,8 @@ class AgentOSExporter(BaseExporter):
         self._streams: dict[str, _Stream] = {}
         self._by_run: dict[str, _Stream] = {}
         self._dirty: set[_Stream] = set()
-        self._sleeping: set[_Stream] = set()
+        self._sleeping: set[_Stream] = set()  # streams in a backoff
+        self._next_wake = float("inf")  # when the first of their backoffs ends
         self._ready: deque[_Op] = deque()
         self._pending = 0  # requests held in memory
         self._sending = 0
@@ -349,6 +350,7 @@ class AgentOSExporter(BaseExporter):
                 for stream in self._streams.values():
                     stream.not_before = 0.0
                     self._dirty.add(stream)
+                self._next_wake = 0.0
                 self._failing = 0
                 self._work.notify()
             if not self.wait_delivered(max(0.0, deadline - time.monotonic())):
@@ -699,13 +701,16 @@ class AgentOSExporter(BaseExporter):
     def _refill_locked(self) -> float | None:
         """Queue what became ready; returns when the next backoff ends (monotonic), if any."""
         now = time.monotonic()
-        wake: float | None = None
-        for stream in list(self._sleeping):
-            if stream.not_before <= now:
-                self._sleeping.discard(stream)
-                self._dirty.add(stream)
-            else:
-                wake = stream.not_before if wake is None else min(wake, stream.not_before)
+        if self._sleeping and now >= self._next_wake:
+            # Only when a backoff ended: in an outage thousands of runs may be sleeping.
+            self._next_wake = float("inf")
+            for stream in list(self._sleeping):
+                if stream.not_before <= now:
+                    self._sleeping.discard(stream)
+                    self._dirty.add(stream)
+                else:
+                    self._next_wake = min(self._next_wake, stream.not_before)
+        wake = self._next_wake if self._sleeping else None
         if self._dirty:
             dirty, self._dirty = self._dirty, set()
             before = len(self._ready)
@@ -715,12 +720,16 @@ class AgentOSExporter(BaseExporter):
                 self._work.notify(len(self._ready) - before - 1)
         return wake
 
+    def _sleep(self, stream: _Stream) -> None:
+        self._sleeping.add(stream)
+        self._next_wake = min(self._next_wake, stream.not_before)
+
     def _collect(self, stream: _Stream, now: float) -> None:
         """Queue every request of ``stream`` that the API's order lets go now."""
         if stream.dead or not stream.ops:
             return
         if stream.not_before > now:
-            self._sleeping.add(stream)
+            self._sleep(stream)
             return
         if stream.server_id is None:
             first = stream.ops[0]
@@ -777,7 +786,7 @@ class AgentOSExporter(BaseExporter):
             if stream.not_before > now:  # its run began a backoff after it was queued
                 op.state = WAITING
                 stream.busy -= 1
-                self._sleeping.add(stream)
+                self._sleep(stream)
                 continue
             return op
         return None
@@ -863,6 +872,7 @@ class AgentOSExporter(BaseExporter):
                 # The backend is back: every run waiting out a backoff may go now.
                 for waiting in self._sleeping:
                     waiting.not_before = 0.0
+                self._next_wake = 0.0
             self._failing = 0
             stream.failures = 0
             self._counts["sent"] += op.records
@@ -893,7 +903,7 @@ class AgentOSExporter(BaseExporter):
 
                 delay = backoff(stream.failures - 1, self.backoff, self.max_backoff)
             stream.not_before = max(stream.not_before, time.monotonic() + delay)
-            self._sleeping.add(stream)
+            self._sleep(stream)
             return
         if outcome.transient and self._closed:
             op.state = WAITING  # stays in the outbox for the next process
@@ -1021,8 +1031,10 @@ class AgentOSExporter(BaseExporter):
                     left = deadline - now
                     if left <= 0:
                         break
-                    wake = min((s.not_before for s in self._sleeping), default=now + left)
-                    self._idle.wait(max(0.001, min(left, wake - now + 0.001)))
+                    # A backoff ending may make the early return wrong: look again then.
+                    # (One that already ended means requests go out, and their answers wake us.)
+                    wake = self._next_wake if self._sleeping else now + left
+                    self._idle.wait(left if wake <= now else min(left, wake - now + 0.001))
             finally:
                 self._flushing -= 1
             return not self._pending
