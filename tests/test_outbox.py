@@ -350,3 +350,50 @@ def test_an_unusable_outbox_directory_warns_once_and_delivery_goes_on(
     assert problems(stand_in, ids, tasks=3, events=1) == []
     [warning] = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert "cannot open the outbox" in warning and str(blocker) in warning
+
+
+FORKER = textwrap.dedent(
+    """
+    import os, sys
+    import taskscope
+    from taskscope.exporters import AgentOSExporter
+    from tests.agentos_standin import KEY, record_runs
+
+    sender = AgentOSExporter(KEY, "agent-1", sys.argv[1])
+    client = taskscope.Client([sender])
+    ids, _ = record_runs(client, runs=1, tasks=3, events=1)
+    assert client.flush(10.0)
+    pid = os.fork()
+    more, _ = record_runs(client, runs=1, tasks=3, events=1)
+    ok = client.flush(10.0) and sender.wait_delivered(30.0)
+    print(" ".join(more), flush=True)
+    if pid == 0:
+        os._exit(0 if ok else 3)
+    print(" ".join(ids), flush=True)
+    _, status = os.waitpid(pid, 0)
+    assert ok and os.waitstatus_to_exitcode(status) == 0
+    client.shutdown()
+    """
+)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_sends_its_own_runs_and_not_the_parents(
+    stand_in: StandIn, outbox_dir: Path
+) -> None:
+    """Parent and child each deliver their runs after fork(); nothing arrives twice."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", FORKER, stand_in.url],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    ids = done.stdout.split()
+    assert len(ids) == 3
+    assert problems(stand_in, ids, tasks=3, events=1) == []
+    assert len(stand_in.runs) == 3
+    assert waiting(outbox_dir) == []

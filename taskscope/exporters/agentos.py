@@ -295,16 +295,17 @@ class AgentOSExporter(BaseExporter):
             )
             self._keeper.start()
 
-    def _forked(self) -> None:
-        # The parent's connections, sqlite handle, threads and streams are the parent's: it
-        # still sends what it holds. The child starts empty with a claim of its own.
-        self._start_runtime()
+    def _check_fork(self) -> None:
+        if self._pid != os.getpid():
+            # The parent's connections, sqlite handle, threads, locks (perhaps held by a thread
+            # that does not exist here) and streams are the parent's: it still sends what it
+            # holds. The child starts empty, with a claim of its own.
+            self._start_runtime()
 
     # -- the exporter protocol ---------------------------------------------------------------
 
     def export(self, batch: Sequence[Record]) -> None:
-        if self._pid != os.getpid():
-            self._forked()
+        self._check_fork()
         with self._lock:
             if self._closed:
                 self._counts["dropped"] += len(batch)
@@ -343,6 +344,7 @@ class AgentOSExporter(BaseExporter):
         An exporter recovers the outbox by itself in the background; ``taskscope outbox send``
         calls this to wait for the result. True when nothing this exporter holds is left.
         """
+        self._check_fork()
         deadline = time.monotonic() + timeout
         self._claim()
         while True:
@@ -359,6 +361,7 @@ class AgentOSExporter(BaseExporter):
                 return True
 
     def shutdown(self) -> None:
+        self._check_fork()
         with self._lock:
             if self._closed:
                 return
@@ -386,6 +389,7 @@ class AgentOSExporter(BaseExporter):
     def stats(self) -> dict[str, int]:
         """Counts: ``requests`` made, ``retries``, records ``sent``, ``dropped`` (of which
         ``refused`` by the outbox bound), records ``waiting`` and the outbox's ``bytes``."""
+        self._check_fork()
         with self._lock:
             waiting = sum(op.records for s in self._streams.values() for op in s.ops)
             return {**self._counts, "waiting": waiting, "bytes": self._charged}
@@ -1017,6 +1021,7 @@ class AgentOSExporter(BaseExporter):
     def _wait(self, timeout: float, *, hopeless_ends: bool) -> bool:
         """Wait until nothing is held, or ``timeout``; with ``hopeless_ends``, also stop when
         every run that waits is in a backoff past the deadline (nothing can happen in time)."""
+        self._check_fork()
         deadline = time.monotonic() + timeout
         with self._lock:
             self._flushing += 1
