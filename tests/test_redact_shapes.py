@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import random
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -418,6 +419,18 @@ def test_the_c_and_python_tests_for_a_possible_secret_agree(text: str) -> None:
     assert could_hold_secret(text) is expected
     if _accel.compiled is not None:
         assert _accel.compiled.could_hold_secret(text) is expected
+
+
+def test_the_c_and_python_tests_agree_on_random_text() -> None:
+    """Random text from the characters that matter, in every string width, gets one answer."""
+    if _accel.compiled is None:
+        pytest.skip("the C module is not in use here")
+    pieces = ["=", ":", "@", "-", "'", '"', ",", "b", "B", "e", "A", "r", "s", "I", "c"]
+    pieces += ["bear", "EARER", "asic", " ", "é", "Ω", "\U0001f389", "\udcff", "ſ", "\u212a"]
+    chooser = random.Random(13)
+    for _ in range(5_000):
+        text = "".join(chooser.choice(pieces) for _ in range(chooser.randint(0, 9)))
+        assert _accel.compiled.could_hold_secret(text) is _could_hold_secret_py(text), text
 
 
 @pytest.mark.parametrize(
