@@ -200,12 +200,15 @@ class Task(_TaskFields):
             self.metadata["skip_reason"] = reason
         self._end("skipped", output, None)
 
-    def _fail_managed(self, exc: BaseException) -> None:
-        """End a task whose scope raised; the exception itself is left untouched."""
+    def _fail_managed(self, exc: BaseException, output: Any = None) -> None:
+        """End a task whose scope raised; the exception itself is left untouched.
+
+        ``output`` is what the body produced before it raised (a generator's items so far).
+        """
         if self.status != "running":
             return
         try:
-            self._end("failed", None, PendingError(exc, exception_message(exc)))
+            self._end("failed", output, PendingError(exc, exception_message(exc)))
         except Exception:
             internal_error("task-fail")
 

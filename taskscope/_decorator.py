@@ -9,14 +9,14 @@ classmethods, staticmethods and callable objects bind as they would undecorated,
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import time
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
 from typing import Any, TypeVar, cast, overload
 
-import wrapt
-
-from . import _accel, _context
+from . import _accel, _binding, _context
+from ._binding import UNBOUND
 from ._capture import IMMUTABLE_SCALARS
 from ._client import NOOP_RUN, NOOP_TASK, Run, Task
 from ._config import settings
@@ -116,6 +116,9 @@ class _Spec:
         process_output: Callable[[Any], Any] | None,
         metadata: Mapping[str, Any] | None,
         kind: str,
+        tags: tuple[str, ...] = (),
+        enabled: bool | Callable[[], bool] = True,
+        reduce: Callable[[list[Any]], Any] | None = None,
     ) -> None:
         self.name = name or _callable_name(fn)
         self.capture_input = capture_input
@@ -123,8 +126,11 @@ class _Spec:
         self.ignore = ignore
         self.process_input = process_input
         self.process_output = process_output
-        self.metadata = dict(metadata) if metadata else None
+        self.metadata = _with_tags(metadata, tags) if kind != "run" else _copy(metadata)
         self.kind = kind
+        self.tags = tags
+        self.enabled = enabled
+        self.reduce = reduce
         self.binder = _Binder(fn)
         self._redactor: Any = None
         self._capturer: Any = None  # set once the fast path is known to be safe
@@ -168,6 +174,30 @@ class _Spec:
         if self.process_output is not None:
             value = _processed(self.process_output, value, "process_output")
         return settings.capturer.value(value)
+
+    def task_output(self, task: Task | None, value: Any) -> Any:
+        """What a task that returned ``value`` records: the value, or what the body set.
+
+        With ``capture_output=False`` the return value is not read, but an output the body
+        set itself (``current_task().output = ...``) is recorded, as in a ``with`` block.
+        """
+        if self.capture_output:
+            return self.captured_output(value)
+        manual = task.output if task is not None else None
+        return settings.capturer.value(manual) if manual is not None else None
+
+
+def _copy(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return dict(metadata) if metadata else None
+
+
+def _with_tags(metadata: Mapping[str, Any] | None, tags: tuple[str, ...]) -> dict[str, Any] | None:
+    """A task's metadata with its tags under ``"tags"``: task records have no tags field."""
+    merged = _copy(metadata)
+    if tags:
+        merged = merged or {}
+        merged["tags"] = [*merged.get("tags", ()), *tags]
+    return merged
 
 
 def _processed(processor: Callable[[Any], Any], value: Any, what: str) -> Any:
@@ -236,7 +266,8 @@ class _RunOpener:
         return self.spec.captured_input(instance, args, kwargs)
 
     def begin(self, captured_input: Any) -> Frame | None:
-        return begin_run(self.spec.name, captured_input, self.spec.metadata)
+        spec = self.spec
+        return begin_run(spec.name, captured_input, spec.metadata, spec.tags)
 
 
 _Opener = _TaskOpener | _RunOpener
@@ -300,7 +331,7 @@ def _sync_task_wrapper(spec: _Spec) -> Callable[..., Any]:
                 task.status = "completed"
                 run._put((TASK_END_RAW, task, "completed", result, None, _time_ns(), None))
             else:
-                task._finish_managed(spec.captured_output(result))
+                task._finish_managed(spec.task_output(task, result))
         except Exception:
             internal_error("task-end")
         return result
@@ -317,7 +348,7 @@ def _c_task_wrapper(speedups: Any, spec: _Spec, generic: Callable[..., Any]) -> 
         return generic(wrapped, instance, args, kwargs)
 
     def finish(task: Task, result: Any) -> None:
-        task._finish_managed(spec.captured_output(result))
+        task._finish_managed(spec.task_output(task, result))
 
     return cast(
         Callable[..., Any],
@@ -353,7 +384,7 @@ def _sync_wrapper(opener: _Opener) -> Callable[..., Any]:
             fail(frame, exc)
             raise
         frame.deactivate(tokens)
-        finish(frame, spec.captured_output(result))
+        finish(frame, spec.task_output(frame.task, result))
         return result
 
     return wrapper
@@ -383,7 +414,7 @@ def _coroutine_wrapper(opener: _Opener) -> Callable[..., Any]:
         finally:
             pending_coroutines.discard(frame)
         frame.deactivate(tokens)
-        finish(frame, spec.captured_output(result))
+        finish(frame, spec.task_output(frame.task, result))
         return result
 
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -395,39 +426,76 @@ def _coroutine_wrapper(opener: _Opener) -> Callable[..., Any]:
 
 
 class _Items:
-    """A generator's yielded items, captured as they pass and bounded."""
+    """A generator's yielded items, captured as they pass and bounded.
 
-    __slots__ = ("extra", "items", "limit", "spec")
+    With ``reduce=`` the items are kept as they are, all of them, for the reducer to see the
+    whole stream; its result is the output.
+    """
+
+    __slots__ = ("extra", "items", "limit", "raw", "spec")
 
     def __init__(self, spec: _Spec) -> None:
         self.items: list[Any] = []
         self.extra = 0
         self.limit = settings.capturer.limits.max_items
         self.spec = spec
+        self.raw: list[Any] | None = [] if spec.reduce is not None else None
 
     def add(self, item: Any) -> None:
         if not self.spec.capture_output:
             return
-        if len(self.items) < self.limit:
+        if self.raw is not None:
+            self.raw.append(item)
+        elif len(self.items) < self.limit:
             self.items.append(self.spec.captured_output(item))
         else:
             self.extra += 1
 
-    def output(self) -> Any:
-        if not self.spec.capture_output:
-            return None
+    def output(self, task: Task | None) -> Any:
+        spec = self.spec
+        if not spec.capture_output:
+            return spec.task_output(task, None)
+        if spec.reduce is not None and self.raw is not None:
+            return spec.captured_output(_processed(spec.reduce, self.raw, "reduce"))
         if self.extra:
             return [*self.items, f"…[truncated {self.extra} items]"]
         return self.items
+
+    def partial(self, task: Task | None) -> Any:
+        """The output of a generator that failed: the items so far, None if there were none."""
+        if self.spec.capture_output and not self.items and not self.raw:
+            return None
+        return self.output(task)
+
+
+def _begin_in(origin: contextvars.Context, opener: _Opener, captured_input: Any) -> Frame | None:
+    """Open a generator's frame under the run and task current where it was created.
+
+    A generator's body runs at each ``next()``, often after the call that made it returned
+    (a streamed answer, a FastAPI ``StreamingResponse``): its parent is the task current at
+    creation, not at the first ``next()`` (issue 15). Nested tasks see its run as current.
+    """
+    frame = origin.run(opener.begin, captured_input)
+    if frame is not None and frame.task is not None and not frame.owns_run:
+        frame.activates_run = _get_run() is not frame.run
+    return frame
+
+
+def _named(generator: Any, spec: _Spec) -> Any:
+    # What a parent that returns this generator records as its output names the generator's
+    # task (``<generator object stream-pages ...>``), not this module's wrapper.
+    generator.__name__ = generator.__qualname__ = spec.name
+    return generator
 
 
 def _generator_wrapper(opener: _Opener) -> Callable[..., Any]:
     spec = opener.spec
 
     def traced(
-        generator: Generator[Any, Any, Any], captured_input: Any
+        generator: Generator[Any, Any, Any], captured_input: Any, origin: contextvars.Context
     ) -> Generator[Any, Any, Any]:
-        frame = opener.begin(captured_input)  # at the first next(): the iteration is the task
+        # The task starts at the first next(): the iteration is the task.
+        frame = _begin_in(origin, opener, captured_input)
         if frame is None:
             return (yield from generator)
         items = _Items(spec)
@@ -443,11 +511,11 @@ def _generator_wrapper(opener: _Opener) -> Callable[..., Any]:
                     item = generator.send(to_send)
             except StopIteration as stop:
                 frame.deactivate(tokens)
-                finish(frame, items.output())
+                finish(frame, items.output(frame.task))
                 return stop.value
             except BaseException as exc:
                 frame.deactivate(tokens)
-                fail(frame, exc)
+                fail(frame, exc, items.partial(frame.task))
                 raise
             frame.deactivate(tokens)
             items.add(item)
@@ -459,17 +527,18 @@ def _generator_wrapper(opener: _Opener) -> Callable[..., Any]:
                     generator.close()
                 except BaseException as exc:
                     frame.deactivate(tokens)
-                    fail(frame, exc)
+                    fail(frame, exc, items.partial(frame.task))
                     raise
                 frame.deactivate(tokens)
-                finish(frame, items.output(), closed_early=True)
+                finish(frame, items.output(frame.task), closed_early=True)
                 raise
             except BaseException as exc:  # thrown in by the consumer: pass it on
                 to_throw, to_send = exc, None
 
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         captured = opener.prepare(instance, args, kwargs)
-        return traced(wrapped(*args, **kwargs), captured)
+        origin = contextvars.copy_context()
+        return _named(traced(wrapped(*args, **kwargs), captured, origin), spec)
 
     return wrapper
 
@@ -478,9 +547,9 @@ def _async_generator_wrapper(opener: _Opener) -> Callable[..., Any]:
     spec = opener.spec
 
     async def traced(
-        generator: AsyncGenerator[Any, Any], captured_input: Any
+        generator: AsyncGenerator[Any, Any], captured_input: Any, origin: contextvars.Context
     ) -> AsyncGenerator[Any, Any]:
-        frame = opener.begin(captured_input)
+        frame = _begin_in(origin, opener, captured_input)
         items = _Items(spec)
         to_send: Any = None
         to_throw: BaseException | None = None
@@ -495,12 +564,12 @@ def _async_generator_wrapper(opener: _Opener) -> Callable[..., Any]:
             except StopAsyncIteration:
                 if frame is not None:
                     frame.deactivate(tokens)
-                    finish(frame, items.output())
+                    finish(frame, items.output(frame.task))
                 return
             except BaseException as exc:  # CancelledError included: failed, with its type
                 if frame is not None:
                     frame.deactivate(tokens)
-                    fail(frame, exc)
+                    fail(frame, exc, items.partial(frame.task))
                 raise
             if frame is not None:
                 frame.deactivate(tokens)
@@ -514,18 +583,19 @@ def _async_generator_wrapper(opener: _Opener) -> Callable[..., Any]:
                 except BaseException as exc:
                     if frame is not None:
                         frame.deactivate(tokens)
-                        fail(frame, exc)
+                        fail(frame, exc, items.partial(frame.task))
                     raise
                 if frame is not None:
                     frame.deactivate(tokens)
-                    finish(frame, items.output(), closed_early=True)
+                    finish(frame, items.output(frame.task), closed_early=True)
                 raise
             except BaseException as exc:
                 to_throw, to_send = exc, None
 
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         captured = opener.prepare(instance, args, kwargs)
-        return traced(wrapped(*args, **kwargs), captured)
+        origin = contextvars.copy_context()
+        return _named(traced(wrapped(*args, **kwargs), captured, origin), spec)
 
     return wrapper
 
@@ -538,66 +608,40 @@ _WRAPPERS: dict[str, Callable[[Any], Callable[..., Any]]] = {
 }
 
 
-class _Unbound:
-    """The ``instance`` wrapt passes for a direct call of a ``_PlainFunctionWrapper``."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "<unbound>"
-
-
-UNBOUND = _Unbound()
-
-
-def _plain_function_wrapper_type() -> type | None:
-    """A ``wrapt.FunctionWrapper`` for a plain function, made with a fixed ``instance``.
-
-    On every direct call of a plain function, wrapt looks up ``__self__`` on it to tell a bound
-    method, which raises and discards an ``AttributeError``: about 430 of the 680 ns a wrapt
-    pass-through costs. A plain function known at decoration time is never bound, so this
-    wrapper is initialised (through wrapt's base class, with the binding wrapt itself would
-    choose) with ``UNBOUND`` as its instance, and wrapt passes that instead of looking. Bound
-    calls (methods) go through wrapt's own bound wrapper, as before. None when this wrapt does
-    not take it, and the plain ``FunctionWrapper`` is used.
-    """
-    base: Any = next(
-        (t for t in wrapt.FunctionWrapper.__mro__ if t.__name__ == "_FunctionWrapperBase"), None
-    )
-    if base is None:
-        return None
-
-    class _PlainFunctionWrapper(wrapt.FunctionWrapper):  # type: ignore[type-arg]
-        __bound_function_wrapper__ = wrapt.BoundFunctionWrapper
-
-        def __init__(self, wrapped: Any, wrapper: Any) -> None:
-            base.__init__(self, wrapped, UNBOUND, wrapper, None, "function", None)
-
-    def probe(x: int) -> int:
-        return x
-
-    try:
-        made = _PlainFunctionWrapper(probe, lambda w, i, a, k: (i, w(*a, **k)))
-        works = made(1) == (UNBOUND, 1) and made.__wrapped__ is probe
-    except Exception:
-        works = False
-    return _PlainFunctionWrapper if works else None
-
-
-_PlainFunctionWrapper = _plain_function_wrapper_type()
-
-
 def _instrument(fn: F, spec: _Spec, opener: _Opener) -> F:
     if settings.disabled_at_import and settings.disabled:
         return fn  # TASKSCOPE_DISABLED=1 before import: the function itself, at no cost
+    enabled = spec.enabled
+    if enabled is False:
+        return fn  # switched off where it is applied: the function itself, at no cost
     kind = _callable_kind(fn)
-    if kind == "function" and isinstance(opener, _TaskOpener):
-        wrapper = _sync_task_wrapper(spec)
-        if _PlainFunctionWrapper is not None and inspect.isfunction(fn):
-            return cast(F, _PlainFunctionWrapper(fn, wrapper))
-    else:
-        wrapper = _WRAPPERS[kind](opener)
-    return cast(F, wrapt.FunctionWrapper(fn, wrapper))
+    if spec.reduce is not None and kind not in ("generator", "async_generator"):
+        raise TypeError(
+            f"reduce= combines the items a generator yields, and {spec.name!r} is not a "
+            "generator function; use process_output= to change a returned value."
+        )
+    plain = kind == "function" and isinstance(opener, _TaskOpener)
+    wrapper = _sync_task_wrapper(spec) if plain else _WRAPPERS[kind](opener)
+    switch = _switch(enabled, spec.name) if callable(enabled) else None
+    return cast(F, _binding.make(fn, wrapper, switch, plain))
+
+
+def _switch(enabled: Callable[[], bool], name: str) -> Callable[[], bool]:
+    """``enabled`` asked at each call; one that raises records the call, with a warning once."""
+
+    def switch() -> bool:
+        try:
+            return bool(enabled())
+        except Exception as exc:
+            warn_once(
+                f"enabled:{name}",
+                "taskscope: enabled= of %r raised %s; the call is recorded and goes on.",
+                name,
+                type(exc).__name__,
+            )
+            return True
+
+    return switch
 
 
 # -- the public decorators ---------------------------------------------------------------------
@@ -607,9 +651,8 @@ class TaskDecorator(TaskScope):
     """What ``taskscope.task(...)`` returns: a decorator, and a ``with`` block too."""
 
     def __init__(self, name: str | None, options: dict[str, Any]) -> None:
-        super().__init__(
-            name or "", metadata=options.get("metadata"), kind=options.get("kind", "task")
-        )
+        metadata = _with_tags(options.get("metadata"), options.get("tags", ()))
+        super().__init__(name or "", metadata=metadata, kind=options.get("kind", "task"))
         self._options = options
         self._named = name is not None
 
@@ -641,7 +684,8 @@ class RunDecorator(FrameBlock):
         return _instrument(fn, spec, _RunOpener(spec))
 
     def __enter__(self) -> Run:
-        frame = begin_run(self.name or "run", None, self._options.get("metadata"))
+        options = self._options
+        frame = begin_run(self.name or "run", None, options.get("metadata"), options["tags"])
         self._enter_frame(frame)
         return frame.run if frame is not None else NOOP_RUN
 
@@ -663,7 +707,16 @@ def _options(
     process_output: Callable[[Any], Any] | None,
     metadata: Mapping[str, Any] | None,
     kind: str,
+    tags: Sequence[str],
+    enabled: bool | Callable[[], bool],
+    reduce: Callable[[list[Any]], Any] | None,
 ) -> dict[str, Any]:
+    if isinstance(tags, str):
+        raise TypeError(f"tags= takes a list of labels, not the str {tags!r}: tags=[{tags!r}].")
+    if not isinstance(enabled, bool) and not callable(enabled):
+        raise TypeError(
+            f"enabled= takes a bool or a function of no arguments, not {type(enabled).__name__}."
+        )
     return {
         "capture_input": capture_input,
         "capture_output": capture_output,
@@ -672,6 +725,9 @@ def _options(
         "process_output": process_output,
         "metadata": metadata,
         "kind": kind,
+        "tags": tuple(tags),
+        "enabled": enabled,
+        "reduce": reduce,
     }
 
 
@@ -691,6 +747,9 @@ def task(
     process_output: Callable[[Any], Any] | None = None,
     metadata: Mapping[str, Any] | None = None,
     kind: str = "task",
+    tags: Sequence[str] = (),
+    enabled: bool | Callable[[], bool] = True,
+    reduce: Callable[[list[Any]], Any] | None = None,
 ) -> TaskDecorator: ...
 
 
@@ -705,15 +764,29 @@ def task(
     process_output: Callable[[Any], Any] | None = None,
     metadata: Mapping[str, Any] | None = None,
     kind: str = "task",
+    tags: Sequence[str] = (),
+    enabled: bool | Callable[[], bool] = True,
+    reduce: Callable[[list[Any]], Any] | None = None,
 ) -> Any:
     """Record a function's calls as tasks: ``@task``, ``@task("name")``, ``with task("name")``.
 
     Works on functions, ``async def``, generators, async generators, methods, classmethods,
     staticmethods and callable objects. Outside any run, a call opens a run of its own unless
-    ``configure(auto_run=False)``.
+    ``configure(auto_run=False)``. ``tags`` land in the task's ``metadata["tags"]``;
+    ``enabled=False`` leaves the function undecorated, a callable ``enabled`` is asked at each
+    call; ``reduce`` turns a generator's list of yielded items into its output.
     """
     options = _options(
-        capture_input, capture_output, ignore, process_input, process_output, metadata, kind
+        capture_input,
+        capture_output,
+        ignore,
+        process_input,
+        process_output,
+        metadata,
+        kind,
+        tags,
+        enabled,
+        reduce,
     )
     if name is None or isinstance(name, str):
         return TaskDecorator(name, options)
@@ -735,6 +808,9 @@ def run(
     process_input: Callable[[dict[str, Any]], Any] | None = None,
     process_output: Callable[[Any], Any] | None = None,
     metadata: Mapping[str, Any] | None = None,
+    tags: Sequence[str] = (),
+    enabled: bool | Callable[[], bool] = True,
+    reduce: Callable[[list[Any]], Any] | None = None,
 ) -> RunDecorator: ...
 
 
@@ -748,13 +824,26 @@ def run(
     process_input: Callable[[dict[str, Any]], Any] | None = None,
     process_output: Callable[[Any], Any] | None = None,
     metadata: Mapping[str, Any] | None = None,
+    tags: Sequence[str] = (),
+    enabled: bool | Callable[[], bool] = True,
+    reduce: Callable[[list[Any]], Any] | None = None,
 ) -> Any:
     """Open a run around an entry point: ``@run("invoice-agent")`` or ``with run("name")``.
 
-    Inside another run, the new run records that run as its parent.
+    Inside another run, the new run records that run as its parent. ``tags`` are the run's
+    tags; ``enabled`` and ``reduce`` work as on ``task``.
     """
     options = _options(
-        capture_input, capture_output, ignore, process_input, process_output, metadata, "run"
+        capture_input,
+        capture_output,
+        ignore,
+        process_input,
+        process_output,
+        metadata,
+        "run",
+        tags,
+        enabled,
+        reduce,
     )
     if name is None or isinstance(name, str):
         return RunDecorator(name, options)

@@ -47,7 +47,7 @@ class RemoteTask(Task):
     def _finish_managed(self, output: object) -> None:
         return None
 
-    def _fail_managed(self, exc: BaseException) -> None:
+    def _fail_managed(self, exc: BaseException, output: object = None) -> None:
         return None
 
     def skip(self, reason: str | None = None) -> None:

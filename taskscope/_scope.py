@@ -8,7 +8,7 @@ body runs. Decorators of every kind and ``with``/``async with`` blocks all go th
 from __future__ import annotations
 
 import atexit
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -71,11 +71,14 @@ def finish(frame: Frame, output: Any, *, closed_early: bool = False) -> None:
         internal_error("finish")
 
 
-def fail(frame: Frame, exc: BaseException) -> None:
-    """End the frame's task (and a run opened for it) as failed by ``exc``."""
+def fail(frame: Frame, exc: BaseException, output: Any = None) -> None:
+    """End the frame's task (and a run opened for it) as failed by ``exc``.
+
+    ``output``: what the task produced before it failed (a generator's items so far).
+    """
     task = frame.task
     if task is not None:
-        task._fail_managed(exc)
+        task._fail_managed(exc, output)
     if task is None or frame.owns_run:
         frame.run._end_from_exception(exc)
 
@@ -167,12 +170,18 @@ def begin_task(
         return None
 
 
-def begin_run(name: str, captured_input: Any, metadata: Mapping[str, Any] | None) -> Frame | None:
+def begin_run(
+    name: str,
+    captured_input: Any,
+    metadata: Mapping[str, Any] | None,
+    tags: Sequence[str] = (),
+) -> Frame | None:
     """Open a run (a child of the current one, if any) for a ``@run`` body."""
     if settings.disabled:
         return None
     try:
-        run = default_client().start_run(captured_input, name=name, metadata=metadata)
+        client = default_client()
+        run = client.start_run(captured_input, name=name, metadata=metadata, tags=tags)
         return Frame(None, run, True)
     except Exception as problem:
         warn_once(

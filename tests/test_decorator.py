@@ -498,3 +498,257 @@ def test_a_decorated_plain_function_binds_like_the_function_would(
     assert inputs[0] == {"self": "direct", "x": 1}
     assert inputs[1] == {"x": 2}
     assert inputs[2] == {"x": 3}
+
+
+# -- issue 15: tags=, enabled=, reduce=, manual output ----------------------------------------
+
+
+def test_tags_on_task_land_in_metadata_and_on_run_in_run_tags(
+    taskscope_capture: Capture,
+) -> None:
+    """@task(tags=) records metadata["tags"] (sync, async, generator); @run(tags=) run.tags."""
+
+    @taskscope.task("tagged", tags=["tool", "search"], metadata={"tier": 1})
+    def tagged() -> int:
+        return 1
+
+    @taskscope.task("atagged", tags=("tool",))
+    async def atagged() -> int:
+        return 2
+
+    @taskscope.task("gtagged", tags=["stream"])
+    def gtagged() -> Iterator[int]:
+        yield 3
+
+    @taskscope.run("agent", tags=["prod", "v2"])
+    async def agent() -> int:
+        return tagged() + await atagged() + sum(gtagged())
+
+    assert asyncio.run(agent()) == 6
+    assert taskscope_capture.run("agent").tags == ["prod", "v2"]
+    assert taskscope_capture.task("tagged").metadata == {"tier": 1, "tags": ["tool", "search"]}
+    assert taskscope_capture.task("atagged").metadata == {"tags": ["tool"]}
+    assert taskscope_capture.task("gtagged").metadata == {"tags": ["stream"]}
+
+
+def test_tags_given_as_one_string_is_a_clear_error() -> None:
+    """tags="x" would become ["x"] letter by letter: refused with the fix in the message."""
+    with pytest.raises(TypeError, match=r"tags=\['prod'\]"):
+        taskscope.task("t", tags="prod")
+
+
+def test_enabled_false_leaves_the_function_undecorated(taskscope_capture: Capture) -> None:
+    """enabled=False is decided where the decorator is applied: the function itself."""
+
+    def plain(x: int) -> int:
+        return x
+
+    assert taskscope.task(enabled=False)(plain) is plain
+    assert taskscope.run("r", enabled=False)(plain) is plain
+    with taskscope.run("outer"):
+        assert taskscope.task(enabled=False)(plain)(3) == 3
+    assert [t.name for t in taskscope_capture.tasks] == []
+
+
+def test_enabled_callable_is_asked_at_each_call(taskscope_capture: Capture) -> None:
+    """A callable enabled= switches recording per call, for sync, async and generators."""
+    switch = {"on": False}
+
+    def on() -> bool:
+        return switch["on"]
+
+    @taskscope.task("sync", enabled=on)
+    def sync(x: int) -> int:
+        return x
+
+    @taskscope.task("coroutine", enabled=on)
+    async def coroutine(x: int) -> int:
+        return x
+
+    @taskscope.task("generator", enabled=on)
+    def generator(x: int) -> Iterator[int]:
+        yield x
+
+    with taskscope.run("agent"):
+        for value in (1, 2):
+            switch["on"] = value == 2
+            assert sync(value) == value
+            assert asyncio.run(coroutine(value)) == value
+            assert list(generator(value)) == [value]
+    recorded = [(t.name, t.input) for t in taskscope_capture.tasks]
+    assert recorded == [("sync", {"x": 2}), ("coroutine", {"x": 2}), ("generator", {"x": 2})]
+
+
+def test_enabled_callable_that_raises_records_the_call_and_warns(
+    taskscope_capture: Capture, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A broken switch never breaks the call: it is recorded, with one warning."""
+
+    def broken() -> bool:
+        raise RuntimeError("no flag service")
+
+    @taskscope.task("guarded", enabled=broken)
+    def guarded() -> int:
+        return 7
+
+    with taskscope.run("agent"):
+        assert guarded() == 7
+        assert guarded() == 7
+    assert [t.output for t in taskscope_capture.tasks] == [7, 7]
+    warnings = [r for r in caplog.records if "enabled= of 'guarded' raised" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_reduce_turns_the_yielded_items_into_one_output(taskscope_capture: Capture) -> None:
+    """reduce= sees the whole list of items (past max_items too), sync and async."""
+
+    @taskscope.task("joined", reduce="".join)
+    def joined(n: int) -> Iterator[str]:
+        for i in range(n):
+            yield str(i % 10)
+
+    @taskscope.task("ajoined", reduce=lambda items: {"count": len(items), "last": items[-1]})
+    async def ajoined(n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            yield i
+
+    with taskscope.run("agent"):
+        assert len(list(joined(150))) == 150
+        assert asyncio.run(_adrain(ajoined(3))) == [0, 1, 2]
+    assert taskscope_capture.task("joined").output == "0123456789" * 15
+    assert taskscope_capture.task("ajoined").output == {"count": 3, "last": 2}
+
+
+def test_reduce_then_process_output_and_process_output_per_item(
+    taskscope_capture: Capture,
+) -> None:
+    """Without reduce, process_output maps each item; with it, the reduced value."""
+
+    @taskscope.task("per-item", process_output=str.upper)
+    def per_item() -> Iterator[str]:
+        yield from ("a", "b")
+
+    @taskscope.task("whole", reduce="".join, process_output=str.upper)
+    def whole() -> Iterator[str]:
+        yield from ("a", "b")
+
+    with taskscope.run("agent"):
+        list(per_item())
+        list(whole())
+    assert taskscope_capture.task("per-item").output == ["A", "B"]
+    assert taskscope_capture.task("whole").output == "AB"
+
+
+def test_reduce_on_a_failed_stream_and_a_failing_reducer(taskscope_capture: Capture) -> None:
+    """A failed stream's partial items are reduced too; a reducer that raises leaves a marker."""
+
+    @taskscope.task("cut", reduce="".join)
+    def cut() -> Iterator[str]:
+        yield "par"
+        yield "tial"
+        raise TimeoutError("model stopped")
+
+    @taskscope.task("bad-reducer", reduce=lambda items: items[10])
+    def bad_reducer() -> Iterator[int]:
+        yield 1
+
+    with taskscope.run("agent"):
+        with pytest.raises(TimeoutError):
+            list(cut())
+        assert list(bad_reducer()) == [1]
+    failed = taskscope_capture.task("cut")
+    assert (failed.status, failed.output) == ("failed", "partial")
+    assert failed.error is not None and failed.error.type == "TimeoutError"
+    marker = taskscope_capture.task("bad-reducer")
+    assert (marker.status, marker.output) == ("completed", "<reduce raised IndexError>")
+
+
+def test_reduce_on_a_function_that_is_not_a_generator_is_refused() -> None:
+    """reduce= only means something for a stream: a clear error where it is applied."""
+    with pytest.raises(TypeError, match="'plain' is not a generator function"):
+
+        @taskscope.task("plain", reduce=list)
+        def plain() -> int:
+            return 1
+
+
+async def _adrain(items: AsyncIterator[Any]) -> list[Any]:
+    return [item async for item in items]
+
+
+def test_manual_output_is_recorded_when_capture_output_is_off(taskscope_capture: Capture) -> None:
+    """current_task().output = ... inside @task(capture_output=False) is the recorded output."""
+
+    @taskscope.task("download", capture_output=False)
+    def download(url: str) -> bytes:
+        taskscope.current_task().output = {"bytes": 3, "url": url}
+        return b"abc"
+
+    @taskscope.task("adownload", capture_output=False)
+    async def adownload() -> bytes:
+        taskscope.current_task().output = {"bytes": 2}
+        return b"ab"
+
+    @taskscope.task("gdownload", capture_output=False)
+    def gdownload() -> Iterator[bytes]:
+        yield b"a"
+        taskscope.current_task().output = {"chunks": 1}
+
+    @taskscope.task("silent", capture_output=False)
+    def silent() -> bytes:
+        return b"never recorded"
+
+    class Store:
+        @taskscope.task("method-download", capture_output=False)
+        def fetch(self) -> bytes:
+            taskscope.current_task().output = "summary"
+            return b"raw"
+
+    with taskscope.run("agent"):
+        assert download("u") == b"abc"
+        assert asyncio.run(adownload()) == b"ab"
+        assert list(gdownload()) == [b"a"]
+        assert silent() == b"never recorded"
+        assert Store().fetch() == b"raw"
+    outputs = {t.name: t.output for t in taskscope_capture.tasks}
+    assert outputs == {
+        "download": {"bytes": 3, "url": "u"},
+        "adownload": {"bytes": 2},
+        "gdownload": {"chunks": 1},
+        "silent": None,
+        "method-download": "summary",
+    }
+
+
+class Registry:
+    """A class with a classmethod and a staticmethod that takes a class."""
+
+    @classmethod
+    @taskscope.task("create")
+    def create(cls, name: str) -> str:
+        return f"{cls.__name__}:{name}"
+
+    @staticmethod
+    @taskscope.task("describe")
+    def describe(kind: type) -> str:
+        return kind.__name__
+
+
+class SubRegistry(Registry):
+    """Inherits the classmethod."""
+
+
+def test_classmethod_input_leaves_cls_out_on_every_python(taskscope_capture: Capture) -> None:
+    """cls is never an input (Python 3.13 no longer binds through the decorator)."""
+    with taskscope.run("agent"):
+        assert Registry.create("a") == "Registry:a"
+        assert SubRegistry.create("b") == "SubRegistry:b"
+        assert Registry().create("c") == "Registry:c"
+        assert Registry.describe(SubRegistry) == "SubRegistry"
+    inputs = [(t.name, t.input) for t in taskscope_capture.tasks]
+    assert inputs == [
+        ("create", {"name": "a"}),
+        ("create", {"name": "b"}),
+        ("create", {"name": "c"}),
+        ("describe", {"kind": "tests.test_decorator.SubRegistry"}),
+    ]

@@ -93,7 +93,7 @@ def test_never_iterated_generator_records_nothing(taskscope_capture: Capture) ->
 
 
 def test_exception_raised_by_the_generator_fails_it(taskscope_capture: Capture) -> None:
-    """An exception inside the generator fails the task and reaches the consumer."""
+    """An exception inside the generator fails the task, keeping what it yielded before."""
 
     @taskscope.task("broken")
     def broken() -> Iterator[int]:
@@ -105,7 +105,8 @@ def test_exception_raised_by_the_generator_fails_it(taskscope_capture: Capture) 
     recorded = taskscope_capture.task("broken")
     assert recorded.status == "failed"
     assert recorded.error is not None and recorded.error.message == "bad row"
-    assert recorded.output is None
+    assert recorded.error.type == "ValueError"
+    assert recorded.output == [1]
 
 
 def test_exception_thrown_into_the_generator_fails_it(taskscope_capture: Capture) -> None:
@@ -212,3 +213,186 @@ def test_cancelled_async_generator_ends_once(
     assert recorded.error.type == "asyncio.exceptions.CancelledError"
     assert flush_default()
     assert len(ended_snapshots(memory, "astream")) == 1
+
+
+# -- issue 15: where a generator belongs, and what it leaves behind ---------------------------
+
+
+@taskscope.task("tokens")
+def tokens(words: str) -> Iterator[str]:
+    yield from words.split()
+
+
+@taskscope.task("atokens")
+async def atokens(words: str) -> AsyncIterator[str]:
+    for word in words.split():
+        await asyncio.sleep(0)
+        yield word
+
+
+def test_generator_consumed_after_its_creator_returned_keeps_that_parent(
+    taskscope_capture: Capture,
+) -> None:
+    """A generator made inside task A and read after A returned is A's child, in A's run."""
+
+    @taskscope.task("answer")
+    def answer() -> Iterator[str]:
+        return tokens("one two")
+
+    with taskscope.run("request"):
+        stream_of_tokens = answer()
+    assert list(stream_of_tokens) == ["one", "two"]  # read outside the run and the task
+    run = taskscope_capture.run("request")
+    parent = taskscope_capture.task("answer")
+    child = taskscope_capture.task("tokens")
+    assert (child.run_id, child.parent_id) == (run.id, parent.id)
+    assert (child.status, child.output) == ("completed", ["one", "two"])
+    assert len(taskscope_capture.runs) == 1
+
+
+def test_async_generator_consumed_after_its_creator_returned_keeps_that_parent(
+    taskscope_capture: Capture,
+) -> None:
+    """The same holds for an async generator read in another asyncio task."""
+
+    @taskscope.task("answer")
+    def answer() -> AsyncIterator[str]:
+        return atokens("one two")
+
+    async def consume(stream_of_tokens: AsyncIterator[str]) -> list[str]:
+        return [word async for word in stream_of_tokens]
+
+    with taskscope.run("request"):
+        stream_of_tokens = answer()
+    assert asyncio.run(consume(stream_of_tokens)) == ["one", "two"]
+    run = taskscope_capture.run("request")
+    child = taskscope_capture.task("atokens")
+    assert (child.run_id, child.parent_id) == (run.id, taskscope_capture.task("answer").id)
+    assert (child.status, child.output) == ("completed", ["one", "two"])
+    assert len(taskscope_capture.runs) == 1
+
+
+def test_generator_returned_by_a_run_entry_point_stays_in_that_run(
+    taskscope_capture: Capture,
+) -> None:
+    """The streaming-response shape: @run returns a generator; its task joins that run."""
+
+    @taskscope.run("chat")
+    def chat(prompt: str) -> Iterator[str]:
+        return tokens(prompt)
+
+    assert list(chat("hi there")) == ["hi", "there"]
+    run = taskscope_capture.run("chat")
+    child = taskscope_capture.task("tokens")
+    assert (child.run_id, child.parent_id) == (run.id, None)
+    assert [r.name for r in taskscope_capture.runs] == ["chat"]
+
+
+def test_async_generator_returned_by_an_async_run_entry_point_stays_in_that_run(
+    taskscope_capture: Capture,
+) -> None:
+    """An async @run that returns an async generator: one run, the stream's task in it."""
+
+    @taskscope.run("achat")
+    async def achat(prompt: str) -> AsyncIterator[str]:
+        return atokens(prompt)
+
+    async def main() -> list[str]:
+        return [word async for word in await achat("hi there")]
+
+    assert asyncio.run(main()) == ["hi", "there"]
+    run = taskscope_capture.run("achat")
+    child = taskscope_capture.task("atokens")
+    assert (child.run_id, child.parent_id) == (run.id, None)
+    assert [r.name for r in taskscope_capture.runs] == ["achat"]
+
+
+def test_tasks_inside_a_late_read_generator_nest_under_it(taskscope_capture: Capture) -> None:
+    """Tasks the generator's body calls are its children, and its run is current there."""
+
+    @taskscope.task("lookup")
+    def lookup(word: str) -> str:
+        return word.upper()
+
+    @taskscope.task("shout")
+    def shout(words: str) -> Iterator[str]:
+        for word in words.split():
+            assert taskscope.current_run().name == "request"
+            yield lookup(word)
+
+    with taskscope.run("request"):
+        loud = shout("a b")
+    assert list(loud) == ["A", "B"]
+    generator_task = taskscope_capture.task("shout")
+    lookups = [t for t in taskscope_capture.tasks if t.name == "lookup"]
+    assert [t.parent_id for t in lookups] == [generator_task.id, generator_task.id]
+    assert {t.run_id for t in lookups} == {generator_task.run_id}
+
+
+def test_parent_output_names_the_generator_task_not_the_wrapper(
+    taskscope_capture: Capture,
+) -> None:
+    """A parent returning a generator records a marker with the generator task's name."""
+
+    @taskscope.task("answer")
+    def answer() -> Iterator[str]:
+        return tokens("x")
+
+    @taskscope.task("aanswer")
+    def aanswer() -> AsyncIterator[str]:
+        return atokens("x")
+
+    with taskscope.run("request"):
+        list(answer())
+        asyncio.run(_drain(aanswer()))
+    sync_marker = taskscope_capture.task("answer").output
+    async_marker = taskscope_capture.task("aanswer").output
+    assert sync_marker.startswith("<generator object tokens at ")
+    assert async_marker.startswith("<async_generator object atokens at ")
+    assert "_generator_wrapper" not in sync_marker + async_marker
+
+
+async def _drain(stream_of_items: AsyncIterator[str]) -> list[str]:
+    return [item async for item in stream_of_items]
+
+
+def test_failed_generator_keeps_items_yielded_before_the_error(taskscope_capture: Capture) -> None:
+    """Partial output: the items yielded before the failure, recorded with the error."""
+
+    @taskscope.task("flaky")
+    def flaky() -> Iterator[str]:
+        yield "a"
+        yield "b"
+        raise ConnectionError("stream cut")
+
+    @taskscope.task("aflaky")
+    async def aflaky() -> AsyncIterator[str]:
+        yield "a"
+        raise ConnectionError("stream cut")
+
+    with taskscope.run("request"):
+        with pytest.raises(ConnectionError):
+            list(flaky())
+        with pytest.raises(ConnectionError):
+            asyncio.run(_drain(aflaky()))
+    for name, expected in (("flaky", ["a", "b"]), ("aflaky", ["a"])):
+        recorded = taskscope_capture.task(name)
+        assert (recorded.status, recorded.output) == ("failed", expected)
+        assert recorded.error is not None
+        assert (recorded.error.type, recorded.error.message) == ("ConnectionError", "stream cut")
+
+
+def test_generator_failing_before_its_first_item_records_no_output(
+    taskscope_capture: Capture,
+) -> None:
+    """Nothing yielded before the failure: the output stays None, not an empty list."""
+
+    @taskscope.task("dead")
+    def dead() -> Iterator[int]:
+        raise ValueError("no data")
+        yield 1  # pragma: no cover
+
+    with taskscope.run("request"), pytest.raises(ValueError):
+        list(dead())
+    recorded = taskscope_capture.task("dead")
+    assert (recorded.status, recorded.output) == ("failed", None)
