@@ -12,6 +12,7 @@ from ._config import configure, flush
 from ._decorator import current_run, current_task, emit, run, task
 from ._errors import ConfigurationError, StateError, TaskscopeError
 from ._model import ErrorInfo, EventRecord, Record, RunRecord, TaskRecord
+from ._process_pool import ProcessPoolExecutor
 from ._propagation import ThreadPoolExecutor, attach, inject, wrap
 from ._redact import Redactor
 from .integrations._anthropic import instrument_anthropic, uninstrument_anthropic
@@ -42,6 +43,7 @@ __all__ = [
     "ConfigurationError",
     "ErrorInfo",
     "EventRecord",
+    "ProcessPoolExecutor",
     "Record",
     "Redactor",
     "Run",
