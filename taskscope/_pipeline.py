@@ -236,6 +236,9 @@ class _Lane:
         self.batch_size = max(batch_size, int(getattr(exporter, "preferred_batch_size", 0)))
         self.exported = 0
         self.failed = 0
+        # Running snapshots dropped here, not counted as drops: the task's end carries it
+        # whole, or, dropped too, counts it once (exported + dropped + superseded = recorded).
+        self.superseded = 0
         self.stopping = False
         self._shutdown_exporter = False
         self._problems_seen = 0  # drops + failures at the last barrier
@@ -285,6 +288,7 @@ class _Lane:
                 if record.end_ns is None:
                     if queue.offer_locked(record) is not None:
                         queue.dropped -= 1  # not lost yet: its end may still come
+                        self.superseded += 1
                         dropped_starts.add(record.id)
                     continue
                 if record.id in closing and record.id not in dropped_starts:
@@ -399,6 +403,7 @@ class _Lane:
             "exported": self.exported,
             "failed": self.failed,
             "dropped": self.queue.dropped,
+            "superseded": self.superseded,
             "pending": self.pending(),
         }
 

@@ -132,7 +132,9 @@ def test_conservation_no_duplicates_order_kept(
     lane = stats["exporters"]["GateExporter"]
     assert lane["pending"] == 0 and lane["failed"] == 0
     assert lane["exported"] == len(gate.records)
-    assert lane["exported"] + stats["dropped"] == stats["recorded"]
+    # A running snapshot dropped at the lane is superseded by its task's end, which is then
+    # exported or, dropped too, counted once: each task is delivered or dropped, not both.
+    assert lane["exported"] + stats["dropped"] + lane["superseded"] == stats["recorded"]
 
     seen: set[tuple[str, str, bool]] = set()
     started: set[str] = set()
