@@ -184,7 +184,7 @@ report_internal(PyObject *kind)
  * of taskscope._redact._could_hold_secret_py (tests hold the two together): text that passes
  * goes to Python's redactor; text that does not is kept as it is, without a call. */
 enum { HINT_NONE, HINT_HIT, HINT_DASH, HINT_QUOTE, HINT_B };
-static unsigned char hint_table[128];
+static unsigned char hint_table[256];  /* 256 entries: a 1-byte string indexes it unchecked */
 
 static void
 init_hint_table(void)
@@ -204,19 +204,19 @@ init_hint_table(void)
      (i + 4 < length && LOWER_AT(s, i + 1) == 'a' && LOWER_AT(s, i + 2) == 's' &&          \
       LOWER_AT(s, i + 3) == 'i' && LOWER_AT(s, i + 4) == 'c'))
 
+/* The common character (no hint) costs one load, one table load and one branch; the rest is
+ * out of the loop's way. */
 #define SCAN_FOR_HINT(TYPE)                                                                \
     {                                                                                      \
         const TYPE *s = (const TYPE *)data;                                                \
         for (Py_ssize_t i = 0; i < length; i++) {                                          \
             Py_UCS4 c = s[i];                                                              \
-            if (c > 127) continue;                                                         \
-            switch (hint_table[c]) {                                                       \
-            case HINT_NONE: break;                                                         \
-            case HINT_HIT: return 1;                                                       \
-            case HINT_DASH: if (i + 1 < length && s[i + 1] == '-') return 1; break;        \
-            case HINT_QUOTE: if (i + 1 < length && s[i + 1] == ',') return 1; break;       \
-            case HINT_B: if (BEARER_OR_BASIC(s, length, i)) return 1; break;               \
-            }                                                                              \
+            unsigned char hint = c < 256 ? hint_table[c] : HINT_NONE;                      \
+            if (hint == HINT_NONE) continue;                                               \
+            if (hint == HINT_HIT) return 1;                                                \
+            if (hint == HINT_DASH && i + 1 < length && s[i + 1] == '-') return 1;          \
+            if (hint == HINT_QUOTE && i + 1 < length && s[i + 1] == ',') return 1;         \
+            if (hint == HINT_B && BEARER_OR_BASIC(s, length, i)) return 1;                 \
         }                                                                                  \
         return 0;                                                                          \
     }
