@@ -63,6 +63,13 @@ def otel_e2e(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def ray(session: nox.Session) -> None:
+    """Ray on a local instance and a 2-node cluster, reporting into a real taskscope ui."""
+    session.install("-e", ".[ray,ui]")
+    session.run("python", "tests/e2e/ray_e2e.py")
+
+
+@nox.session(python="3.11")
 def examples(session: nox.Session) -> None:
     session.install("-e", ".")
     session.run("python", "examples/pdf_agent.py")

@@ -14,6 +14,7 @@ from ._errors import ConfigurationError, StateError, TaskscopeError
 from ._model import ErrorInfo, EventRecord, Record, RunRecord, TaskRecord
 from ._process_pool import ProcessPoolExecutor
 from ._propagation import ThreadPoolExecutor, attach, inject, wrap
+from ._ray import instrument_ray
 from ._redact import Redactor
 from .integrations._anthropic import instrument_anthropic, uninstrument_anthropic
 from .integrations._openai import instrument_openai, uninstrument_openai
@@ -64,6 +65,7 @@ __all__ = [
     "inject",
     "instrument_anthropic",
     "instrument_openai",
+    "instrument_ray",
     "run",
     "task",
     "uninstrument_anthropic",
