@@ -751,17 +751,35 @@ def _end_open_work(why: str) -> None:
             internal_error("exit-hook")
 
 
-def _flush_at_exit() -> None:
+_exit_flush_running = False
+
+
+def exit_flush_running() -> bool:
+    return _exit_flush_running
+
+
+def exit_deadline() -> float:
+    """Seconds the exit flush may take: the longest shutdown timeout of the live clients."""
+    return max((p.shutdown_timeout for p in all_pipelines()), default=0.0)
+
+
+def _flush_at_exit(why: str = "the process exited") -> None:
+    global _exit_flush_running
     pipelines = all_pipelines()
-    if not pipelines:
+    if not pipelines or _exit_flush_running:
         return
-    _end_open_work("the process exited")
-    deadline = time.monotonic() + max(p.shutdown_timeout for p in pipelines)
-    for pipeline in pipelines:
-        try:
-            pipeline.shutdown(max(0.0, deadline - time.monotonic()))
-        except Exception:
-            logger.debug("taskscope: shutdown at exit failed", exc_info=True)
+    _exit_flush_running = True
+    try:
+        _end_open_work(why)
+        deadline = time.monotonic() + max(p.shutdown_timeout for p in pipelines)
+        for pipeline in pipelines:
+            try:
+                pipeline.shutdown(max(0.0, deadline - time.monotonic()))
+            except Exception:
+                logger.debug("taskscope: shutdown at exit failed", exc_info=True)
+    finally:
+        _exit_flush_running = False
+        _signals.end_by_pending_signal()  # one that came while this ran: now it ends the process
 
 
 def _after_fork_in_child() -> None:

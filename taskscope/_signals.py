@@ -20,6 +20,7 @@ Off with ``TASKSCOPE_HANDLE_SIGNALS=0``.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import signal
 import threading
@@ -30,6 +31,7 @@ from typing import Any
 _SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 _installed: set[int] = set()
 terminating = False  # a termination signal was seen: runs flush as they end
+_pending: int | None = None  # a signal to end the process by once the exit flush is done
 
 
 def wanted() -> bool:
@@ -62,19 +64,42 @@ def install() -> None:
 
 
 def _on_signal(number: int, frame: FrameType | None) -> None:
-    global terminating
+    global terminating, _pending
     from . import _pipeline
 
     terminating = True
-    try:
-        why = f"the process received {signal.Signals(number).name}"
-        _pipeline._end_open_work(why)
-        _pipeline._flush_at_exit()
-    finally:
-        # The default action, as if taskscope had not been there: the process ends by it.
-        signal.signal(number, signal.SIG_DFL)
-        _installed.discard(number)
-        os.kill(os.getpid(), number)
+    if _pipeline.exit_flush_running():
+        # The exit flush is under way on this very thread (a Pool worker ending as the pool
+        # terminates it): let it finish, it then ends the process by this signal.
+        _pending = number
+        return
+    # The work runs on a thread of its own, in the context of the code the signal interrupted
+    # (its current task is the one to end): this thread may hold a lock that work needs (the
+    # signal can land inside any call), so it only waits, and not for ever.
+    why = f"the process received {signal.Signals(number).name}"
+    worker = threading.Thread(
+        target=contextvars.copy_context().run,
+        args=(_pipeline._flush_at_exit, why),
+        name="taskscope-signal",
+        daemon=True,
+    )
+    worker.start()
+    worker.join(_pipeline.exit_deadline() + 1.0)
+    _end_by(number)
+
+
+def end_by_pending_signal() -> None:
+    global _pending
+    number, _pending = _pending, None
+    if number is not None:
+        _end_by(number)
+
+
+def _end_by(number: int) -> None:
+    # The default action, as if taskscope had not been there: the process ends by it.
+    signal.signal(number, signal.SIG_DFL)
+    _installed.discard(number)
+    os.kill(os.getpid(), number)
 
 
 class _Chained:
