@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import os
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ def _pid() -> int:
 
 
 def _rows(path: Path, sql: str, *parameters: object) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(path) as connection:
+    with closing(sqlite3.connect(path)) as connection:  # closed: Python 3.13 warns otherwise
         return connection.execute(sql, parameters).fetchall()
 
 
