@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import ray_helpers  # type: ignore[import-not-found]  # beside this script, as workers see it
 
 import taskscope
 
@@ -53,6 +54,12 @@ def outer(x: int) -> int:
 @ray.remote
 def broken() -> None:
     raise ValueError("remote step broke")
+
+
+@ray.remote
+def uses_helper(x: int) -> str:
+    """Calls a decorated function of an importable module."""
+    return str(ray_helpers.describe(x))
 
 
 @ray.remote
@@ -90,6 +97,22 @@ def drive(label: str) -> tuple[str, set[str]]:
     return main()
 
 
+def check_helper(db: Path) -> None:
+    """A decorated helper called inside a remote function nests under its task."""
+
+    @taskscope.run("ray-helper")
+    def main() -> str:
+        assert ray.get(uses_helper.remote(7)) == "item 7"
+        return taskscope.current_run().id
+
+    run_id = main()
+    taskscope.flush()
+    _, tasks = wait_until_stored(db, run_id, 2)
+    by_name = {t[1]: t for t in tasks}
+    assert sorted(by_name) == ["describe", "uses_helper"], tasks
+    assert by_name["describe"][3] == by_name["uses_helper"][0], tasks
+
+
 def stored(db: Path, external_id: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     with sqlite3.connect(db) as connection:
         runs = connection.execute(
@@ -103,13 +126,13 @@ def stored(db: Path, external_id: str) -> tuple[list[tuple[Any, ...]], list[tupl
     return runs, tasks
 
 
-def wait_until_stored(db: Path, external_id: str) -> tuple[list[Any], list[Any]]:
-    """Poll the ui's store until the run and its 24 tasks have ended (at most 120 s)."""
+def wait_until_stored(db: Path, external_id: str, count: int = 24) -> tuple[list[Any], list[Any]]:
+    """Poll the ui's store until the run and its ``count`` tasks have ended (at most 120 s)."""
     deadline = time.monotonic() + float(os.environ.get("RAY_E2E_WAIT", "120"))
     while True:
         runs, tasks = stored(db, external_id)
         done = len(runs) == 1 and runs[0][1] != "running"
-        if done and len(tasks) >= 24 and all(t[5] is not None for t in tasks):
+        if done and len(tasks) >= count and all(t[5] is not None for t in tasks):
             return runs, tasks
         if time.monotonic() > deadline:
             names = sorted((t[1], t[2]) for t in tasks)
@@ -161,6 +184,8 @@ def scenario(label: str, env: dict[str, str], db: Path, cluster: bool) -> None:
         check(tasks)
         if cluster:
             assert len(nodes) == 2, f"the steps ran on {len(nodes)} node(s)"
+        else:
+            check_helper(db)
     finally:
         ray.shutdown()
         if made is not None:
