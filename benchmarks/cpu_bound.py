@@ -114,7 +114,7 @@ def main() -> None:
         print(
             f"{rate or float('inf'):>9.0f} {threads:>7} {calls * threads:>7} "
             f"{f['achieved_rate']:>10.0f} {f['recorded']:>9} {f['stored_tasks']:>7} "
-            f"{f['dropped']:>8} {str(f['stored_tasks'] + f['dropped'] == calls * threads):>5} "
+            f"{f['dropped']:>8} {f['stored_tasks'] + f['dropped'] == calls * threads!s:>5} "
             f"{f['runs_stored']:>5} {f['runs_running']:>7} "
             f"{f['orphan_tasks']:>7} {f['run_dropped_counts']:>9}",
             flush=True,
