@@ -569,14 +569,24 @@ def test_enabled_callable_is_asked_at_each_call(taskscope_capture: Capture) -> N
     def generator(x: int) -> Iterator[int]:
         yield x
 
+    @taskscope.task("async-generator", enabled=on)
+    async def async_generator(x: int) -> AsyncIterator[int]:
+        yield x
+
     with taskscope.run("agent"):
         for value in (1, 2):
             switch["on"] = value == 2
             assert sync(value) == value
             assert asyncio.run(coroutine(value)) == value
             assert list(generator(value)) == [value]
+            assert asyncio.run(_adrain(async_generator(value))) == [value]
     recorded = [(t.name, t.input) for t in taskscope_capture.tasks]
-    assert recorded == [("sync", {"x": 2}), ("coroutine", {"x": 2}), ("generator", {"x": 2})]
+    assert recorded == [
+        ("sync", {"x": 2}),
+        ("coroutine", {"x": 2}),
+        ("generator", {"x": 2}),
+        ("async-generator", {"x": 2}),
+    ]
 
 
 def test_enabled_callable_that_raises_records_the_call_and_warns(
