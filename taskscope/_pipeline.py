@@ -68,6 +68,22 @@ def _run_of_op(op: Any) -> Any:
     return op[1] if op[0] != CONTROL else None
 
 
+def _start_thread(thread: threading.Thread) -> bool:
+    """Start ``thread``; False (logged once) where Python refuses, at interpreter shutdown."""
+    try:
+        thread.start()
+    except RuntimeError as problem:
+        warn_once(
+            "no-thread",
+            "taskscope: cannot start its %s thread (%s); what is recorded through it is "
+            "dropped and counted.",
+            thread.name,
+            problem,
+        )
+        return False
+    return True
+
+
 def _is_start_op(op: Any) -> bool:
     return type(op) is not tuple or op[0] == TASK_START
 
@@ -249,7 +265,7 @@ class _Lane:
 
     def _start(self) -> threading.Thread:
         thread = threading.Thread(target=self._loop, name=f"taskscope-{self.name}", daemon=True)
-        thread.start()
+        _start_thread(thread)
         return thread
 
     def ensure_alive(self) -> None:
@@ -464,7 +480,8 @@ class Pipeline:
 
     def _start_dispatcher(self) -> threading.Thread:
         thread = threading.Thread(target=self._loop, name="taskscope-dispatch", daemon=True)
-        thread.start()
+        if not _start_thread(thread):
+            self._close_intake()  # nothing would deliver them: counted as dropped instead
         return thread
 
     def after_fork_in_child(self) -> None:
