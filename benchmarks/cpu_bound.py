@@ -14,6 +14,7 @@ what was dropped of them ("run drops" == "dropped"); nothing dropped below the q
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sqlite3
 import subprocess
@@ -77,7 +78,7 @@ def run_case(rate: float, calls: int, threads: int) -> dict[str, object]:
             text=True,
         )
         figures = json.loads(out.stdout.strip().splitlines()[-1])
-        with sqlite3.connect(db) as connection:
+        with contextlib.closing(sqlite3.connect(db)) as connection:
             tasks = connection.execute("SELECT count(*) FROM tasks").fetchone()[0]
             runs = connection.execute("SELECT status, metadata FROM runs").fetchall()
             orphans = connection.execute(

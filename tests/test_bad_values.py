@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -47,7 +48,7 @@ def _around(client: taskscope.Client, where: str) -> None:
 
 
 def _stored(path: Path) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(path) as connection:
+    with contextlib.closing(sqlite3.connect(path)) as connection:
         return connection.execute(
             "SELECT runs.name, runs.status, count(tasks.id) FROM runs "
             "LEFT JOIN tasks ON tasks.run_id = runs.id GROUP BY runs.id ORDER BY runs.started_at"
@@ -74,7 +75,7 @@ def test_a_lone_surrogate_costs_nothing_in_the_store(tmp_path: Path, where: str)
     assert client.stats()["dropped"] == 0
     assert client.stats()["exporters"]["LocalStore"]["failed"] == 0
     # Everything reads back through the CLI's reader, which decodes every column.
-    with _store.connect(path, create=False) as connection:
+    with contextlib.closing(_store.connect(path, create=False)) as connection:
         for summary in _store.list_runs(connection):
             loaded = _store.load_run(connection, summary.run.id)
             assert loaded is not None
@@ -88,7 +89,7 @@ def test_json_text_keeps_the_lone_surrogate_exactly(tmp_path: Path) -> None:
     with client.start_run(name="odd") as run, run.task("step", input={"path": SURROGATE}):
         pass
     assert client.shutdown()
-    with _store.connect(path, create=False) as connection:
+    with contextlib.closing(_store.connect(path, create=False)) as connection:
         (summary,) = _store.list_runs(connection)
         loaded = _store.load_run(connection, summary.run.id)
     assert loaded is not None
@@ -101,7 +102,7 @@ def test_a_surrogate_in_a_task_name_is_stored_backslash_escaped(tmp_path: Path) 
     with client.start_run(name="odd") as run, run.task(f"name{SURROGATE}"):
         pass
     assert client.shutdown()
-    with sqlite3.connect(path) as connection:
+    with contextlib.closing(sqlite3.connect(path)) as connection:
         assert connection.execute("SELECT name FROM tasks").fetchall() == [("name\\udcff",)]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -24,7 +25,7 @@ from taskscope.exporters import InMemoryExporter, JSONLExporter, LocalStore
 
 
 def _rows(path: Path, sql: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(path) as connection:
+    with contextlib.closing(sqlite3.connect(path)) as connection:
         return connection.execute(sql).fetchall()
 
 

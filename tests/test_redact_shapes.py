@@ -10,6 +10,7 @@ the secret. Each shape has a secret of its own, so a leak names the shape.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import random
@@ -286,7 +287,7 @@ class Outputs:
         """Every output as text, after the client delivered everything and shut down."""
         assert self.client.flush()
         self.client.shutdown()
-        with sqlite3.connect(self.store) as connection:
+        with contextlib.closing(sqlite3.connect(self.store)) as connection:
             dumped = "\n".join(connection.iterdump())
         raw = b"".join(path.read_bytes() for path in self.store.parent.glob("store.db*"))
         spans = [
