@@ -370,11 +370,12 @@ def test_innocent_text_and_keys_are_left_intact(tmp_path: Path) -> None:
     assert "monkey=banana" in [e.type for e in memory.events]
     for exporter, text in written.items():
         assert "[REDACTED]" not in text, exporter
-    stored = json.loads(
-        sqlite3.connect(tmp_path / "store.db")
-        .execute("SELECT output FROM tasks WHERE name = 'give' ORDER BY seq DESC LIMIT 1")
-        .fetchone()[0]
-    )
+    with contextlib.closing(sqlite3.connect(tmp_path / "store.db")) as connection:
+        stored = json.loads(
+            connection.execute(
+                "SELECT output FROM tasks WHERE name = 'give' ORDER BY seq DESC LIMIT 1"
+            ).fetchone()[0]
+        )
     assert stored == INNOCENT_KEYS
 
 
