@@ -357,7 +357,14 @@ class AgentOSExporter(BaseExporter):
                 self._work.notify()
             if not self.wait_delivered(max(0.0, deadline - time.monotonic())):
                 return False
-            if not self._claim():  # all delivered, and nothing more left by others
+            if self._claim():
+                continue
+            # Nothing more to claim here; but the background keeper may have taken streams
+            # over since the wait ended (they are ours now, so _claim() sees none): done only
+            # when this exporter holds nothing and has no taken-over stream left.
+            with self._lock:
+                held = self._adopted > 0 or any(stream.ops for stream in self._streams.values())
+            if not held:
                 return True
 
     def shutdown(self) -> None:
