@@ -553,7 +553,9 @@ class _Rows:
             rows[:] = [_clean_row(row, table.json_positions) for row in rows]
 
 
-def _in_write_transaction(connection: sqlite3.Connection, action: Callable[[], _T]) -> _T:
+def in_write_transaction(connection: sqlite3.Connection, action: Callable[[], _T]) -> _T:
+    """``action`` in one ``BEGIN IMMEDIATE`` transaction, retried while the file is busy."""
+
     def transaction() -> _T:
         connection.execute("BEGIN IMMEDIATE")
         try:
@@ -584,13 +586,13 @@ def write_batch(connection: sqlite3.Connection, batch: Sequence[Record]) -> int:
             rows.clean()
             attempt = rows.write
         try:
-            _in_write_transaction(connection, lambda: attempt(connection))  # noqa: B023
+            in_write_transaction(connection, lambda: attempt(connection))  # noqa: B023
             return rows.unusable
         except (sqlite3.Error, ValueError, TypeError, OverflowError) as problem:
             if _is_transient(problem):
                 raise StoreUnavailable(str(problem)) from problem
     try:
-        refused = _in_write_transaction(connection, lambda: rows.write_each(connection))
+        refused = in_write_transaction(connection, lambda: rows.write_each(connection))
     except sqlite3.Error as problem:
         raise StoreUnavailable(str(problem)) from problem
     return rows.unusable + refused

@@ -168,10 +168,17 @@ def test_a_live_ui_while_four_processes_write_loses_nothing(
             )
             for number in range(4)
         ]
-        _ingest_runs(base, key, 20)
-        for _ in range(3):  # the UI reads while the writers write
-            assert httpx.get(f"{base}/api/runs", timeout=10).status_code == 200
-        results = [writer.communicate(timeout=110) for writer in writers]
+        try:
+            _ingest_runs(base, key, 20)
+            for _ in range(3):  # the UI reads while the writers write
+                assert httpx.get(f"{base}/api/runs", timeout=10).status_code == 200
+            results = [writer.communicate(timeout=110) for writer in writers]
+        finally:
+            for writer in writers:  # on a failure above: none left running, no pipe left open
+                if writer.poll() is None:
+                    writer.kill()
+                if writer.stdout is not None and not writer.stdout.closed:
+                    writer.communicate()
         for writer, (out, err) in zip(writers, results, strict=True):
             assert writer.returncode == 0, err
             assert out.strip() == "delivered", out + err

@@ -17,10 +17,9 @@ task stays reachable from its run in the UI and the CLI.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -94,19 +93,7 @@ def ensure_ingest_indexes(connection: sqlite3.Connection) -> None:
     _retry_busy(create)
 
 
-def _in_transaction(connection: sqlite3.Connection, action: Callable[[], _T]) -> _T:
-    def transaction() -> _T:
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            result = action()
-            connection.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                connection.execute("ROLLBACK")
-            raise
-        return result
-
-    return _retry_busy(transaction)
+_in_transaction = _store.in_write_transaction
 
 
 class _Sequence:

@@ -121,6 +121,9 @@ def _bind(host: str, port: int) -> socket.socket:
     # apart) waits out the client's delayed ACK: about 40 ms a request on Linux.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
+    # Listening from here on: a client that connects between "serving …" being printed and the
+    # server's first accept waits in the backlog instead of being refused.
+    sock.listen(2048)
     return sock
 
 
