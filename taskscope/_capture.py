@@ -47,6 +47,9 @@ class CaptureLimits:
                 )
 
 
+_MAX_LABELS = 4096
+
+
 class _Budget:
     """Bytes left for one captured value; shared by the whole walk."""
 
@@ -77,6 +80,7 @@ class Capturer:
         # when a user's value pattern may match anything.
         self._scrub = redactor.scrub_value if redactor.scans_values else None
         self._hint = _always if redactor.scans_every_value else could_hold_secret
+        self._labels: dict[str, str] = {}  # event types and tags repeat: scrubbed once each
         # Strings up to this length, and without a character a secret's shape needs
         # (could_hold_secret), are kept as they are by the C hot path; -1 (nothing kept
         # without a call) when a redaction callback or a user's value pattern must see them.
@@ -170,8 +174,15 @@ class Capturer:
 
     def label(self, text: str) -> str:
         """A short string taskscope records as given (an event type, a tag), scrubbed."""
+        labels = self._labels
+        known = labels.get(text)
+        if known is not None:
+            return known
         scrub = self._scrub
-        return text if scrub is None or not self._hint(text) else scrub(text)
+        result = text if scrub is None or not self._hint(text) else scrub(text)
+        if len(labels) < _MAX_LABELS:  # bounded: labels made from data would not repeat
+            labels[text] = result
+        return result
 
     # -- the walk -------------------------------------------------------------------------
 

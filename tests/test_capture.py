@@ -238,3 +238,14 @@ def test_small_flat_payloads_are_copied_and_still_redacted() -> None:
         "status": "toolo…[truncated 2 chars]",
     }
     assert capturer.value({"amount": float("nan")}) == {"amount": "nan"}
+
+
+def test_a_repeated_event_type_is_scrubbed_every_time() -> None:
+    """Event types and tags are scrubbed once and remembered: the second answer is the first."""
+    from taskscope._config import settings
+
+    secret = "deploy token=ghp_abcdefghijklmnopqrstuvwx"
+    first = settings.capturer.label(secret)
+    assert "ghp_abcdefghijklmnopqrstuvwx" not in first
+    assert settings.capturer.label(secret) == first
+    assert settings.capturer.label("page.parsed") == "page.parsed"
