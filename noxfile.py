@@ -53,6 +53,15 @@ def bench(session: nox.Session) -> None:
     )
     session.run("python", "benchmarks/caller_latency.py")
     session.run("python", "benchmarks/throughput.py")
+    # Every call shape next to wrapt and the OpenTelemetry SDK (issue 14), C and pure Python.
+    session.run("python", "benchmarks/shapes.py", "--json", "benchmarks/results/shapes.json")
+    session.run(
+        "python",
+        "benchmarks/shapes.py",
+        "--json",
+        "benchmarks/results/shapes_python.json",
+        env={"TASKSCOPE_PURE_PYTHON": "1"},
+    )
 
 
 @nox.session(python="3.11")
