@@ -39,7 +39,7 @@ import wrapt
 import taskscope
 
 sys.path.insert(0, str(Path(__file__).parent))
-import run as harness  # noqa: E402  (benchmarks/run.py: the measuring loop)
+import run as harness  # benchmarks/run.py: the measuring loop
 
 INNER = 10  # awaits (or async-generator loops) per round trip through the event loop
 ITEMS = 10  # items per generator
