@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from types import ModuleType
+from typing import Any
 
 
 def _load() -> ModuleType | None:
@@ -25,29 +26,16 @@ compiled = _load()  # the C module, if built and wanted: the task handle's base 
 speedups: ModuleType | None = None  # the same, once install() handed it what it works with
 
 
-def install() -> None:
-    """Hand the C module the objects it works with; called once, when taskscope is imported."""
+def install(**objects: Any) -> None:
+    """Hand the C module the objects it works with (see ``setup`` in _speedups.c).
+
+    Called once, by taskscope/__init__, after every module those objects come from: this
+    module sits at the bottom of the package and imports none of them itself.
+    """
     global speedups
     if compiled is None:
         return
-    import dataclasses
-
-    from . import _client, _context, _ids, _internal, _model
-    from ._config import settings
-
-    compiled.setup(
-        task_var=_context.current_task_var,
-        run_var=_context.current_run_var,
-        settings=settings,
-        task_type=_client.Task,
-        task_record=_model.TaskRecord,
-        event_record=_model.EventRecord,
-        report_error=_internal.report_internal,
-        next_number=_ids._counter,
-        task_fields=tuple(f.name for f in dataclasses.fields(_model.TaskRecord)),
-        event_fields=tuple(f.name for f in dataclasses.fields(_model.EventRecord)),
-        run_type=_client.Run,
-    )
+    compiled.setup(**objects)
     speedups = compiled
 
 

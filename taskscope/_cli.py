@@ -20,10 +20,11 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import __version__, _store
+from . import _store
 from ._errors import ConfigurationError
 from ._model import record_to_dict
 from ._timeline import MAX_DEPTH, MAX_SIBLINGS, ReplacingWriter, Timeline, format_duration
+from ._version import __version__
 
 EXIT_PROBLEM = 1
 _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")

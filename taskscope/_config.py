@@ -1,127 +1,30 @@
-"""Process-wide settings, ``configure()``, the environment, and the default client.
+"""``configure()``, ``flush()`` and the default client: the process-wide entry points.
 
-Settings are read once from the environment at import, then changed only by ``configure()``.
-The hot path reads them as plain attributes of one object.
+The settings themselves live in taskscope._settings, low enough for every layer to read; this
+module sits above the client it makes. ``settings`` is re-exported for code that imports it here.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._capture import CaptureLimits, Capturer
-from ._errors import ConfigurationError
+from ._client import Client
+from ._pipeline import all_pipelines, late_records_since_last_check
 from ._redact import RedactCallback, Redactor
+from ._settings import Settings, settings
 
 if TYPE_CHECKING:
-    from ._client import Client
     from .exporters._base import Exporter
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"", "0", "false", "no", "off"}
-
-
-def _env_flag(name: str) -> bool:
-    raw = os.environ.get(name, "").strip().lower()
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    raise ConfigurationError(f"{name}={raw!r} is not a yes/no value; use 1 or 0.")
-
-
-def _env_rate(name: str) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return 1.0
-    try:
-        rate = float(raw)
-    except ValueError:
-        rate = -1.0
-    if not 0.0 <= rate <= 1.0:
-        raise ConfigurationError(f"{name}={raw!r} must be a number from 0 to 1, such as 0.25.")
-    return rate
-
-
-class Settings:
-    """What every client and decorator consults; change it with ``configure()``."""
-
-    def __init__(self) -> None:
-        self.disabled = False
-        self.disabled_at_import = False
-        self.auto_run = True
-        self.sample_rate = 1.0
-        self.capturer = Capturer()
-        self.env_problem: ConfigurationError | None = None
-        self.load_environment()
-
-    def load_environment(self) -> None:
-        try:
-            self.disabled = _env_flag("TASKSCOPE_DISABLED")
-            self.sample_rate = _env_rate("TASKSCOPE_SAMPLE_RATE")
-        except ConfigurationError as problem:
-            # Raised later, from Client() or configure(), not at import time.
-            self.env_problem = problem
-        self.disabled_at_import = self.disabled
-
-
-settings = Settings()
+__all__ = ["Settings", "configure", "default_client", "flush", "reset_for_tests", "settings"]
 
 _default_client: Client | None = None
 _default_lock = threading.Lock()
 _UNSET: Any = object()
-
-
-_KNOWN = "local, local:PATH, console, jsonl:PATH, otel, agentos, none"
-
-
-def exporters_from_env() -> list[Exporter]:
-    """The exporters ``TASKSCOPE_EXPORTERS`` names; unset or empty: the local store.
-
-    A comma list of ``local`` (or ``local:PATH``), ``console``, ``jsonl:PATH``, ``otel`` (spans
-    through the global OpenTelemetry tracer provider), ``agentos`` (``AgentOSExporter()`` from
-    the ``AGENTOS_*`` variables) and ``none``.
-    """
-    if settings.env_problem is not None:
-        raise settings.env_problem
-    from . import exporters as available
-
-    raw = os.environ.get("TASKSCOPE_EXPORTERS", "").strip()
-    if not raw:
-        return [available.LocalStore()]
-    exporters: list[Exporter] = []
-    for item in filter(None, (part.strip() for part in raw.split(","))):
-        kind, _, argument = item.partition(":")
-        kind = kind.strip().lower()
-        argument = argument.strip()
-        if kind == "none" and not argument:
-            continue
-        if kind == "local":
-            exporters.append(available.LocalStore(argument or None))
-            continue
-        if kind == "console" and not argument:
-            exporters.append(available.ConsoleExporter())
-            continue
-        if kind == "jsonl" and argument:
-            exporters.append(available.JSONLExporter(argument))
-            continue
-        if kind == "otel" and not argument:
-            try:
-                exporters.append(available.load_otel_exporter()())
-            except ImportError as problem:
-                raise ConfigurationError(f"TASKSCOPE_EXPORTERS names 'otel': {problem}") from None
-            continue
-        if kind == "agentos" and not argument:
-            exporters.append(available.AgentOSExporter())
-            continue
-        raise ConfigurationError(
-            f"TASKSCOPE_EXPORTERS names {item!r}, which taskscope does not know. Use a comma "
-            f"list of: {_KNOWN}."
-        )
-    return exporters
 
 
 def configure(
@@ -183,8 +86,6 @@ def configure(
             ),
         )
     if exporters is not _UNSET:
-        from ._client import Client
-
         with _default_lock:
             previous, _default_client = _default_client, Client(exporters)
         if previous is not None:
@@ -193,8 +94,6 @@ def configure(
 
 def flush(timeout: float = 5.0) -> bool:
     """Flush every client in the process (the default one included); True if all delivered."""
-    from ._pipeline import all_pipelines, late_records_since_last_check
-
     deadline = time.monotonic() + timeout
     delivered = True
     for pipeline in all_pipelines():
@@ -209,8 +108,6 @@ def default_client() -> Client:
     global _default_client
     client = _default_client
     if client is None:
-        from ._client import Client
-
         with _default_lock:
             if _default_client is None:
                 _default_client = Client()
@@ -226,6 +123,4 @@ def reset_for_tests() -> None:
     if previous is not None:
         previous.shutdown(timeout=1.0)
     settings.__init__()  # type: ignore[misc]
-    from ._pipeline import late_records_since_last_check
-
     late_records_since_last_check()  # a test's late records are that test's

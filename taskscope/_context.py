@@ -21,7 +21,8 @@ from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._client import Run, Task
+    from ._run import Run
+    from ._task import Task
 
 current_run_var: ContextVar[Run | None] = ContextVar("taskscope.current_run", default=None)
 current_task_var: ContextVar[Task | None] = ContextVar("taskscope.current_task", default=None)
@@ -83,11 +84,20 @@ def deactivate_run(tokens: RunTokens) -> None:
         _set_run(_previous(run_token))
 
 
+# The no-op run (taskscope._noop), made current by ``silence``. It is a Run, defined two layers
+# up; taskscope/__init__ hands it over with ``use_noop_run`` once it exists.
+_noop_run: Run
+
+
+def use_noop_run(run: Run) -> None:
+    """Set the run ``silence`` makes current (called once, by taskscope/__init__)."""
+    global _noop_run
+    _noop_run = run
+
+
 def silence() -> RunTokens:
     """Switch recording off in this context (a no-op run is current) until ``unsilence``."""
-    from ._client import NOOP_RUN
-
-    return activate_run(NOOP_RUN)
+    return activate_run(_noop_run)
 
 
 def unsilence(tokens: RunTokens) -> None:

@@ -11,12 +11,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import _accel, _ids
-from ._config import settings
+from ._errorinfo import describe_exception
 from ._internal import internal_error
 from ._model import ErrorInfo, EventRecord, Record, RunRecord, TaskRecord
+from ._settings import settings
 
 if TYPE_CHECKING:
-    from ._client import Run
+    from ._run import Run
 
 # Op codes: the first item of every tuple on the intake. TASK_END_RAW is a task end whose
 # output is an immutable scalar not yet captured (the hot path leaves that to the dispatcher).
@@ -225,6 +226,5 @@ def _error_info(error: ErrorInfo | PendingError) -> ErrorInfo:
     if type(error) is ErrorInfo:
         return error
     assert isinstance(error, PendingError)
-    from ._errorinfo import describe_exception
 
     return describe_exception(error, settings.capturer)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 
+from . import _context
+
 logger = logging.getLogger("taskscope")
 
 RAISE_INTERNAL_ERRORS = False
@@ -63,8 +65,6 @@ def _log(
 ) -> None:
     # Log with taskscope switched off for this thread, so a logging handler that records into
     # taskscope (or calls instrumented code) cannot feed our own messages back into records.
-    from . import _context
-
     token = _context.silence()
     try:
         logger.log(level, message, *args, exc_info=exc_info)

@@ -19,7 +19,8 @@ from ._internal import warn_once
 from ._model import ErrorInfo
 
 if TYPE_CHECKING:
-    from ._client import Run, Task
+    from ._run import Run
+    from ._task import Task
 
 LiveStates = list[tuple["LiveExporter", Any]]
 

@@ -780,7 +780,8 @@ def exit_deadline() -> float:
     return max((p.shutdown_timeout for p in all_pipelines()), default=0.0)
 
 
-def _flush_at_exit(why: str = "the process exited") -> None:
+def flush_at_exit(why: str = "the process exited") -> None:
+    """End open work, then deliver and shut down every pipeline (at exit, on SIGTERM)."""
     global _exit_flush_running
     pipelines = all_pipelines()
     if not pipelines or _exit_flush_running:
@@ -809,10 +810,10 @@ def _at_threading_shutdown() -> None:
     # returns: atexit never runs there, but threading's shutdown does, just before.
     processes = sys.modules.get("multiprocessing")
     if processes is not None and processes.parent_process() is not None:
-        _flush_at_exit()
+        flush_at_exit()
 
 
-atexit.register(_flush_at_exit)
+atexit.register(flush_at_exit)
 _signals.install()
 _register_threading_atexit = getattr(threading, "_register_atexit", None)
 if _register_threading_atexit is not None:

@@ -20,10 +20,11 @@ from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
 from . import _context
-from ._client import Run, Task
 from ._config import default_client
 from ._errors import StateError
 from ._internal import internal_error
+from ._run import Run
+from ._task import Task
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from . import _accel
+from ._internal import warn_once
 
 REDACTED = "[REDACTED]"
 REDACTION_FAILED = "[REDACTED: the redaction callback raised]"
@@ -278,8 +279,6 @@ class Redactor:
         try:
             return self.callback(value)
         except Exception:
-            from ._internal import warn_once
-
             warn_once(
                 "redact-callback",
                 "taskscope: the redaction callback raised; the value was dropped, not sent.",

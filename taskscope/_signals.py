@@ -26,7 +26,7 @@ import signal
 import threading
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, NamedTuple
 
 _SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 _installed: set[int] = set()
@@ -63,12 +63,31 @@ def install() -> None:
             return
 
 
+class ExitFlush(NamedTuple):
+    """The pipeline's exit flush, as the handler drives it (taskscope._pipeline, a layer up)."""
+
+    running: Callable[[], bool]  # under way on this thread already
+    run: Callable[[str], None]  # end open work with this reason, then deliver and shut down
+    deadline: Callable[[], float]  # seconds it may take
+
+
+_exit_flush: ExitFlush | None = None
+
+
+def use_exit_flush(exit_flush: ExitFlush) -> None:
+    """Set what the handler runs before the process ends (called once, by taskscope/__init__)."""
+    global _exit_flush
+    _exit_flush = exit_flush
+
+
 def _on_signal(number: int, frame: FrameType | None) -> None:
     global terminating, _pending
-    from . import _pipeline
-
     terminating = True
-    if _pipeline.exit_flush_running():
+    exit_flush = _exit_flush
+    if exit_flush is None:  # taskscope is still being imported: nothing recorded yet
+        _end_by(number)
+        return
+    if exit_flush.running():
         # The exit flush is under way on this very thread (a Pool worker ending as the pool
         # terminates it): let it finish, it then ends the process by this signal.
         _pending = number
@@ -79,12 +98,12 @@ def _on_signal(number: int, frame: FrameType | None) -> None:
     why = f"the process received {signal.Signals(number).name}"
     worker = threading.Thread(
         target=contextvars.copy_context().run,
-        args=(_pipeline._flush_at_exit, why),
+        args=(exit_flush.run, why),
         name="taskscope-signal",
         daemon=True,
     )
     worker.start()
-    worker.join(_pipeline.exit_deadline() + 1.0)
+    worker.join(exit_flush.deadline() + 1.0)
     _end_by(number)
 
 

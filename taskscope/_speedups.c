@@ -1540,6 +1540,12 @@ static struct PyModuleDef speedups_module = {
     .m_methods = module_methods,
 };
 
+/* The SHA-256 of this file, passed by hatch_build.py: _accel refuses a build whose source has
+ * changed since (a stale editable install). Empty when compiled by hand without it. */
+#ifndef TASKSCOPE_SOURCE_HASH
+#define TASKSCOPE_SOURCE_HASH ""
+#endif
+
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
@@ -1552,7 +1558,8 @@ PyInit__speedups(void)
     if (module == NULL) return NULL;
     if (PyModule_AddObjectRef(module, "Intake", (PyObject *)&IntakeType) < 0 ||
         PyModule_AddObjectRef(module, "TaskCall", (PyObject *)&TaskCallType) < 0 ||
-        PyModule_AddObjectRef(module, "TaskBase", (PyObject *)&TaskBaseType) < 0) {
+        PyModule_AddObjectRef(module, "TaskBase", (PyObject *)&TaskBaseType) < 0 ||
+        PyModule_AddStringConstant(module, "SOURCE_HASH", TASKSCOPE_SOURCE_HASH) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
+from .._errors import ConfigurationError
+from .._settings import settings
 from ._base import BaseExporter, Exporter
 from .agentos import AgentOSExporter
 from .console import ConsoleExporter
@@ -37,6 +40,53 @@ def load_otel_exporter() -> type[OTelExporter]:
     return OTelExporter
 
 
+_KNOWN = "local, local:PATH, console, jsonl:PATH, otel, agentos, none"
+
+
+def from_env() -> list[Exporter]:
+    """The exporters ``TASKSCOPE_EXPORTERS`` names; unset or empty: the local store.
+
+    A comma list of ``local`` (or ``local:PATH``), ``console``, ``jsonl:PATH``, ``otel`` (spans
+    through the global OpenTelemetry tracer provider), ``agentos`` (``AgentOSExporter()`` from
+    the ``AGENTOS_*`` variables) and ``none``.
+    """
+    if settings.env_problem is not None:
+        raise settings.env_problem
+    raw = os.environ.get("TASKSCOPE_EXPORTERS", "").strip()
+    if not raw:
+        return [LocalStore()]
+    exporters: list[Exporter] = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        kind, _, argument = item.partition(":")
+        kind = kind.strip().lower()
+        argument = argument.strip()
+        if kind == "none" and not argument:
+            continue
+        if kind == "local":
+            exporters.append(LocalStore(argument or None))
+            continue
+        if kind == "console" and not argument:
+            exporters.append(ConsoleExporter())
+            continue
+        if kind == "jsonl" and argument:
+            exporters.append(JSONLExporter(argument))
+            continue
+        if kind == "otel" and not argument:
+            try:
+                exporters.append(load_otel_exporter()())
+            except ImportError as problem:
+                raise ConfigurationError(f"TASKSCOPE_EXPORTERS names 'otel': {problem}") from None
+            continue
+        if kind == "agentos" and not argument:
+            exporters.append(AgentOSExporter())
+            continue
+        raise ConfigurationError(
+            f"TASKSCOPE_EXPORTERS names {item!r}, which taskscope does not know. Use a comma "
+            f"list of: {_KNOWN}."
+        )
+    return exporters
+
+
 __all__ = [
     "AgentOSExporter",
     "BaseExporter",
@@ -46,4 +96,5 @@ __all__ = [
     "JSONLExporter",
     "LocalStore",
     "OTelExporter",
+    "from_env",
 ]

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from .. import __version__
+from .._version import __version__
 
 TRANSIENT_STATUSES = frozenset({408, 429})
 

@@ -24,13 +24,14 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode, TracerProvider
 
-from .. import __version__
 from .._capture import _truncated_text
-from .._client import Run, Task
-from .._config import settings
 from .._errorinfo import TRACEBACK_LIMIT, exception_type_name
 from .._live import Ending, LiveEvent, state_of
 from .._model import Record
+from .._run import Run
+from .._settings import settings
+from .._task import Task
+from .._version import __version__
 
 SCOPE = "taskscope"
 JSON_MIME = "application/json"

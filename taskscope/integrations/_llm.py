@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from .._config import settings
 from .._internal import internal_error
 from .._scope import Frame, begin_task, fail, finish
+from .._settings import settings
 from ._answer import Accumulator, Answer
 from ._streams import AsyncRecordedStream, RecordedStream
 
