@@ -7,7 +7,10 @@ The C module is built at install time when a compiler is at hand; without one, o
 
 from __future__ import annotations
 
+import hashlib
 import os
+import warnings
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -19,7 +22,28 @@ def _load() -> ModuleType | None:
         from . import _speedups
     except ImportError:
         return None
-    return _speedups
+    return _speedups if _built_from_this_source(_speedups) else None
+
+
+def _built_from_this_source(module: ModuleType) -> bool:
+    """False (with one warning) for a module built from another ``_speedups.c`` than the one
+    next to it: an editable install or a checkout keeps importing an old ``.so`` after the C
+    file changed, and running old C code against new Python code records wrong things."""
+    source = Path(__file__).with_name("_speedups.c")
+    try:
+        text = source.read_bytes()  # only a checkout or an editable install has the file
+    except OSError:
+        return True
+    if getattr(module, "SOURCE_HASH", "") == hashlib.sha256(text).hexdigest():
+        return True
+    warnings.warn(
+        f"taskscope: the compiled hot path {Path(module.__file__ or '').name} was built from "
+        f"another version of {source}; running the pure-Python twin instead. Reinstall "
+        "taskscope (pip install -e .) to rebuild it.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    return False
 
 
 compiled = _load()  # the C module, if built and wanted: the task handle's base class comes from it
