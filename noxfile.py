@@ -84,3 +84,10 @@ def examples(session: nox.Session) -> None:
     session.run("python", "examples/pdf_agent.py")
     session.run("python", "examples/seed_manual_api.py")
     session.run("python", "examples/thread_fanout.py")
+
+
+@nox.session(python="3.11")
+def imports(session: nox.Session) -> None:
+    """The layers contract (pyproject.toml, docs/decisions.md "Layers"): lint-imports."""
+    session.install("-e", ".", "import-linter>=2.1")
+    session.run("lint-imports")

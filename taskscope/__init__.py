@@ -7,6 +7,7 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from . import _accel, _context, _ids, _internal, _model, _pipeline, _run, _signals
+from . import exporters as exporters
 from ._capture import CaptureLimits
 from ._client import Client
 from ._config import configure, flush
@@ -28,7 +29,6 @@ from .integrations._anthropic import instrument_anthropic, uninstrument_anthropi
 from .integrations._openai import instrument_openai, uninstrument_openai
 
 if TYPE_CHECKING:
-    from . import exporters as exporters
     from . import testing as testing
 
 # The wiring: the only place where objects of upper layers are handed to lower ones, so no
@@ -56,12 +56,12 @@ _accel.install(  # the C hot path, when it was built
 
 
 def __getattr__(name: str) -> object:
-    # ``taskscope.testing`` and ``taskscope.exporters`` work after a plain ``import taskscope``
-    # without importing pytest for everyone.
-    if name in ("exporters", "testing"):
-        import importlib
+    # ``taskscope.testing`` works after a plain ``import taskscope`` without importing pytest
+    # (which it imports, when installed, for its fixture) for everyone.
+    if name == "testing":
+        import taskscope.testing
 
-        return importlib.import_module(f"{__name__}.{name}")
+        return taskscope.testing
     raise AttributeError(f"module 'taskscope' has no attribute {name!r}")
 
 

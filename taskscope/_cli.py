@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import _store
+from ._cli_outbox import add_outbox_command  # the outbox commands live in their own module
 from ._errors import ConfigurationError
 from ._model import record_to_dict
 from ._timeline import MAX_DEPTH, MAX_SIBLINGS, ReplacingWriter, Timeline, format_duration
@@ -255,8 +256,6 @@ def build_parser() -> argparse.ArgumentParser:
         "$TASKSCOPE_ALLOWED_HOSTS, comma-separated); others get 421",
     )
     ui.set_defaults(handler=_cmd_ui)
-
-    from ._cli_outbox import add_outbox_command  # the outbox commands live in their own module
 
     add_outbox_command(commands, _Problem)
     return parser

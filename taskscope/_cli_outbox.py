@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .exporters import _outbox
+from .exporters.agentos import AgentOSExporter
 
 
 def _directory(args: argparse.Namespace) -> Path:
@@ -54,8 +55,6 @@ def _list(args: argparse.Namespace, out: TextIO, problem: type[Exception]) -> No
 
 
 def _send(args: argparse.Namespace, out: TextIO, problem: type[Exception]) -> None:
-    from .exporters.agentos import AgentOSExporter
-
     directory = _directory(args)
     found = [w for w in _outbox.survey(directory) if w.requests] if directory.is_dir() else []
     if not found:

@@ -13,7 +13,7 @@ exception in a hook is logged once and the call goes on.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, runtime_checkable
 
 from ._internal import warn_once
 from ._model import ErrorInfo
@@ -66,6 +66,20 @@ class LiveExporter(Protocol):
 
     def live_end(self, state: Any, ending: Ending) -> None:
         """It ended."""
+
+
+def is_run(item: Run | Task) -> TypeGuard[Run]:
+    """Whether a hook's ``item`` is a run (else a task).
+
+    The handles sit a layer above the exporters, so an exporter asks this instead of using
+    ``isinstance`` with classes it cannot import.
+    """
+    return item.is_run
+
+
+def is_task(item: Run | Task) -> TypeGuard[Task]:
+    """Whether a hook's ``item`` is a task (else a run)."""
+    return not item.is_run
 
 
 def live_exporters(exporters: Any) -> tuple[LiveExporter, ...]:

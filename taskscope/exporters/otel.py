@@ -18,7 +18,7 @@ import contextvars
 import json
 import traceback
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -26,12 +26,14 @@ from opentelemetry.trace import Span, Status, StatusCode, TracerProvider
 
 from .._capture import _truncated_text
 from .._errorinfo import TRACEBACK_LIMIT, exception_type_name
-from .._live import Ending, LiveEvent, state_of
+from .._live import Ending, LiveEvent, is_run, is_task, state_of
 from .._model import Record
-from .._run import Run
 from .._settings import settings
-from .._task import Task
 from .._version import __version__
+
+if TYPE_CHECKING:
+    from .._run import Run
+    from .._task import Task
 
 SCOPE = "taskscope"
 JSON_MIME = "application/json"
@@ -78,7 +80,7 @@ class OTelExporter:
     def live_start(self, item: Run | Task) -> _SpanState:
         """Start the span (not current yet) under the parent task's, the run's or the caller's."""
         parent: _SpanState | None = None  # a run's: the caller's current context
-        if not isinstance(item, Run):
+        if is_task(item):
             parent = state_of(item.parent, self) or state_of(item.run, self)
         span = self._tracer.start_span(
             item.name,
@@ -87,11 +89,11 @@ class OTelExporter:
         )
         if span.is_recording():  # a no-op span (no SDK, sampled out) is left at that
             span.set_attributes(
-                _run_attributes(item) if isinstance(item, Run) else _task_attributes(item)
+                _run_attributes(item) if is_run(item) else _task_attributes(cast("Task", item))
             )
             _set_value(span, "input", item.input)
-        is_llm = isinstance(item, Task) and item.kind == "llm"
-        return _SpanState(span, isinstance(item, Run), is_llm)
+        is_llm = is_task(item) and item.kind == "llm"
+        return _SpanState(span, is_run(item), is_llm)
 
     def live_enter(self, state: _SpanState | None) -> object:
         """Make the span current for the body, so spans started in it become its children."""
