@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import _context, _live
 from . import exporters as _exporters
-from ._convert import RUN_START
 from ._noop import NOOP_RUN, NOOP_TASK, NoopRun, NoopTask
 from ._open_work import INHERITED, foreign_seq_base
+from ._ops import RUN_START
 from ._pipeline import Pipeline
 from ._run import Run
 from ._settings import settings

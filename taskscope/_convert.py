@@ -14,16 +14,38 @@ from . import _accel, _ids
 from ._errorinfo import describe_exception
 from ._internal import internal_error
 from ._model import ErrorInfo, EventRecord, Record, RunRecord, TaskRecord
+from ._ops import (
+    CODE,
+    CONTROL,
+    EVENT,
+    RUN_END,
+    RUN_START,
+    SUBJECT,
+    TASK_END,
+    TASK_END_RAW,
+    TASK_START,
+)
 from ._settings import settings
 
 if TYPE_CHECKING:
     from ._run import Run
 
-# Op codes: the first item of every tuple on the intake. TASK_END_RAW is a task end whose
-# output is an immutable scalar not yet captured (the hot path leaves that to the dispatcher).
-# The C hot path also queues a task handle on its own as its start op, and may mark that op as
-# the task's end too (see _speedups.c); only the C dispatcher sees those.
-RUN_START, RUN_END, TASK_START, TASK_END, EVENT, CONTROL, TASK_END_RAW = range(7)
+__all__ = [  # the codes, for the modules that import them from here
+    "CONTROL",
+    "EVENT",
+    "RUN_END",
+    "RUN_START",
+    "TASK_END",
+    "TASK_END_RAW",
+    "TASK_START",
+    "PendingError",
+    "convert",
+    "convert_until_control",
+]
+
+# The ops' layouts are in taskscope._ops (the codes are re-exported here, where they were
+# first). The C hot path also queues a task handle on its own as its start op, and may mark
+# that op as the task's end too (see _speedups.c); only the C dispatcher sees those.
 _ENDS = (TASK_END, TASK_END_RAW)
 
 
@@ -65,7 +87,7 @@ def convert_until_control(ops: list[tuple[Any, ...]], start: int) -> tuple[list[
         )
     stop = start
     length = len(ops)
-    while stop < length and ops[stop][0] != CONTROL:
+    while stop < length and ops[stop][CODE] != CONTROL:
         stop += 1
     return convert(ops[start:stop] if start or stop < length else ops), stop
 
@@ -74,8 +96,8 @@ def convert(ops: list[tuple[Any, ...]]) -> list[Record]:
     """Records for a run of ops with no control op among them, in order."""
     ended: dict[Any, tuple[Any, ...]] = {}
     for op in ops:
-        if op[0] in _ENDS:
-            ended[op[1]] = op
+        if op[CODE] in _ENDS:
+            ended[op[SUBJECT]] = op
     collapsed: dict[Any, TaskRecord] = {}
     records: list[Record] = []
     append = records.append
@@ -83,9 +105,9 @@ def convert(ops: list[tuple[Any, ...]]) -> list[Record]:
     prefix = _ids.current_prefix()
     for op in ops:
         try:
-            code = op[0]
+            code = op[CODE]
             if code == TASK_START:
-                task = op[1]
+                task = op[SUBJECT]
                 run = task.run
                 seq = task._seq = run._seq
                 run._seq = seq + 1
@@ -95,7 +117,7 @@ def convert(ops: list[tuple[Any, ...]]) -> list[Record]:
                     collapsed[task] = record
                 append(record)
             elif code == EVENT:
-                _, run, task, type_, level, payload, occurred_ns, number = op
+                _, run, task, type_, level, payload, occurred_ns, number = op  # see _ops
                 seq = run._seq
                 run._seq = seq + 1
                 append(
@@ -111,7 +133,7 @@ def convert(ops: list[tuple[Any, ...]]) -> list[Record]:
                     )
                 )
             elif code in _ENDS:
-                task = op[1]
+                task = op[SUBJECT]
                 run = task.run
                 end_seq = run._seq
                 run._seq = end_seq + 1
@@ -125,7 +147,7 @@ def convert(ops: list[tuple[Any, ...]]) -> list[Record]:
                 record.end_seq = end_seq
                 append(record)
             elif code == RUN_START:
-                append(_run_start(op[1]))
+                append(_run_start(op[SUBJECT]))
             elif code == RUN_END:
                 append(_run_end(op))
         except Exception:
@@ -147,7 +169,7 @@ def _task(
         output = error = end_ns = None
         metadata = dict(meta) if meta else {}
     else:
-        code, _, status, output, error, end_ns, metadata = end
+        code, _, status, output, error, end_ns, metadata = end  # a task end: see _ops
         if code == TASK_END_RAW:
             output = capture(output)
         if error is not None:
@@ -194,7 +216,7 @@ def _run_start(run: Run) -> RunRecord:
 
 
 def _run_end(op: tuple[Any, ...]) -> RunRecord:
-    _, run, status, output, error, usage, end_ns = op
+    _, run, status, output, error, usage, end_ns = op  # see _ops
     return RunRecord(
         run.id,
         run.name,
@@ -226,5 +248,4 @@ def _error_info(error: ErrorInfo | PendingError) -> ErrorInfo:
     if type(error) is ErrorInfo:
         return error
     assert isinstance(error, PendingError)
-
     return describe_exception(error, settings.capturer)

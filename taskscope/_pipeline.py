@@ -23,18 +23,21 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _accel, _context, _signals
-from ._convert import (
+from ._convert import convert_until_control
+from ._internal import internal_error, logger, warn_once
+from ._model import ErrorInfo, EventRecord, Record, RunRecord, TaskRecord
+from ._ops import (
+    CODE,
     CONTROL,
     EVENT,
+    EVENT_LEVEL,
     RUN_END,
     RUN_START,
+    SUBJECT,
     TASK_END,
     TASK_END_RAW,
     TASK_START,
-    convert_until_control,
 )
-from ._internal import internal_error, logger, warn_once
-from ._model import ErrorInfo, EventRecord, Record, RunRecord, TaskRecord
 from .exporters._base import RecordsLost
 
 if TYPE_CHECKING:
@@ -45,7 +48,7 @@ LOW_LEVELS = frozenset({"debug", "info"})
 
 def _is_low_op(op: Any) -> bool:
     # An op is a tuple (code, ...), or, from the C hot path, a task handle (its start).
-    return type(op) is tuple and op[0] == EVENT and op[4] in LOW_LEVELS
+    return type(op) is tuple and op[CODE] == EVENT and op[EVENT_LEVEL] in LOW_LEVELS
 
 
 def _is_low_record(record: Any) -> bool:
@@ -63,9 +66,9 @@ def _run_of_op(op: Any) -> Any:
     """The run handle an intake op belongs to (None for a control op)."""
     if type(op) is not tuple:
         return getattr(op, "run", None)  # a task handle: the C hot path's start op
-    if op[0] in _TASK_OPS:
-        return op[1].run
-    return op[1] if op[0] != CONTROL else None
+    if op[CODE] in _TASK_OPS:
+        return op[SUBJECT].run
+    return op[SUBJECT] if op[CODE] != CONTROL else None
 
 
 def _start_thread(thread: threading.Thread) -> bool:
@@ -85,11 +88,11 @@ def _start_thread(thread: threading.Thread) -> bool:
 
 
 def _is_start_op(op: Any) -> bool:
-    return type(op) is not tuple or op[0] == TASK_START
+    return type(op) is not tuple or op[CODE] == TASK_START
 
 
 def _start_dropped(op: Any) -> None:
-    task = op if type(op) is not tuple else op[1]
+    task = op if type(op) is not tuple else op[SUBJECT]
     task._start_dropped = True
 
 
@@ -224,7 +227,7 @@ def _released(op: Any) -> None:
     task until its end op is converted, which a dropped op never will be)."""
     speedups = _accel.speedups
     if speedups is not None:
-        task = op if type(op) is not tuple else op[1] if len(op) > 1 else None
+        task = op if type(op) is not tuple else op[SUBJECT] if len(op) > 1 else None
         if isinstance(task, speedups.TaskBase):
             speedups.track(task)
 
@@ -501,7 +504,7 @@ class Pipeline:
             self._lost_after_close(op)
             return
         if type(op) is tuple and (
-            op[0] in _RUN_OPS or (op[0] in _END_OPS and not _start_was_dropped(op[1]))
+            op[CODE] in _RUN_OPS or (op[CODE] in _END_OPS and not _start_was_dropped(op[SUBJECT]))
         ):
             # Never dropped: a run's start and end (without them its kept records would belong
             # to no run, and the run would stay "running"), and the end of a task whose start
@@ -579,7 +582,7 @@ class Pipeline:
                 records, stop = convert_until_control(ops, start)
                 self._deliver(records)
                 if stop < length:
-                    ops[stop][1]()  # a control op: runs between the records before and after
+                    ops[stop][SUBJECT]()  # a control op: runs between the records before and after
                 start = stop + 1
 
     def _deliver(self, records: list[Record]) -> None:
@@ -726,7 +729,7 @@ class Pipeline:
         intake_dropped = self._intake.dropped + self._late
         # copy() runs in C without releasing the GIL, so callers appending cannot disturb it.
         queued = (
-            sum(1 for op in self._items.copy() if type(op) is not tuple or op[0] != CONTROL)
+            sum(1 for op in self._items.copy() if type(op) is not tuple or op[CODE] != CONTROL)
             + self._intake.in_flight
         )
         return {

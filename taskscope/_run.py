@@ -13,12 +13,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import _context, _ids, _live, _signals
-from ._convert import EVENT, RUN_END, TASK_START, PendingError
+from ._convert import PendingError
 from ._errorinfo import exception_message
 from ._errors import StateError
 from ._internal import internal_error, warn_once
 from ._model import LEVELS, ErrorInfo
 from ._open_work import foreign_seq_base, open_runs
+from ._ops import EVENT, RUN_END, TASK_START
 from ._settings import settings
 from ._span import Span
 from ._task import Task, captured_metadata, check_name, ending, error_from, usage_counts
@@ -217,6 +218,7 @@ class Run:
                 type = str(type)
             type = settings.capturer.label(type)
             occurred_ns = _time_ns()
+            # an op: its fields, in the order taskscope._ops gives
             self._put((EVENT, self, task, type, level, captured, occurred_ns, _next_number()))
             if self._live:
                 states = task._live if task is not None and task._live else self._live
@@ -303,6 +305,7 @@ class Run:
         open_runs.discard(self)
         counts = usage_counts(usage) if usage is not None else dict(self._usage)
         end_ns = _time_ns()
+        # an op: its fields, in the order taskscope._ops gives
         self._put((RUN_END, self, status, output, error, counts, end_ns))
         if self._live:
             _live.end(self._live, ending(status, output, error, end_ns, self.metadata, counts))

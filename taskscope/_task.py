@@ -13,12 +13,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import _accel, _ids, _live
-from ._convert import TASK_END, PendingError
+from ._convert import PendingError
 from ._errorinfo import exception_message, exception_type_name
 from ._errors import StateError
 from ._internal import internal_error
 from ._live import Ending
 from ._model import ErrorInfo
+from ._ops import TASK_END
 from ._settings import settings
 
 if TYPE_CHECKING:
@@ -168,6 +169,7 @@ class Task(_TaskFields):
         if meta:  # what the body wrote into task.metadata is captured (and redacted) too
             meta = captured_metadata(meta)
         end_ns = _time_ns()
+        # an op: its fields, in the order taskscope._ops gives
         self.run._put((TASK_END, self, status, output, error, end_ns, dict(meta) if meta else None))
         if self._live:
             _live.end(self._live, ending(status, output, error, end_ns, meta, None))
