@@ -168,6 +168,8 @@ def _c_task_wrapper(speedups: Any, spec: Spec, generic: Callable[..., Any]) -> C
             capture_input=spec.capture_input,
             raw_output=spec.capture_output and spec.process_output is None,
             unbound=UNBOUND,
+            defaults=spec.binder.defaults,
+            merge_kwargs=spec.binder.var_keyword is None,
         ),
     )
 

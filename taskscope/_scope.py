@@ -3,23 +3,104 @@
 A *frame* is what a body runs inside: the task (or run) it records into, made current while the
 body runs. Decorators of every kind and ``with``/``async with`` blocks all go through
 ``begin_task``/``begin_run``, ``finish`` and ``fail`` below, so their semantics cannot drift.
+
+The common case (a task in the current, recording run, no live exporter, no metadata of its
+own) takes a shorter road: ``start_task`` and ``end_task`` below, the two primitives the C
+module provides (``_speedups.start_task``/``end_task``) with their Python twins here. They
+queue the same ops ``Run._open_task`` and ``Task._finish_managed`` would, so the records are
+the same; anything else (a run opened for the task, a live exporter, skip, metadata written
+in the body, an output that needs capturing) goes the frame-based way.
 """
 
 from __future__ import annotations
 
 import atexit
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-from . import _context, _live
+from . import _accel, _context, _live
+from ._capture import IMMUTABLE_SCALARS
 from ._client import NOOP_RUN, NOOP_TASK, Run, Task, check_name
 from ._config import default_client, settings
+from ._convert import TASK_END_RAW, TASK_START
 from ._internal import internal_error, warn_once
 from ._model import ErrorInfo
 
 _set_task = _context.current_task_var.set
 _reset_task = _context.current_task_var.reset
+_get_task = _context.get_current_task
+_get_run = _context.get_current_run
+_time_ns = time.time_ns
+
+
+def _start_task(
+    run: Run, parent: Task | None, name: str, captured_input: Any, metadata: Any, kind: str
+) -> Task:
+    """A managed task started in ``run`` and queued (``metadata`` already a fresh dict)."""
+    task = Task(run, parent, name, captured_input, metadata, kind, True)
+    run._put((TASK_START, task))
+    return task
+
+
+def _end_task(run: Run, task: Task, result: Any) -> bool:
+    """End ``task`` as completed with ``result`` when that needs no capturing here: True.
+
+    False (and nothing done) when the task was ended, skipped or given metadata by its body,
+    or ``result`` is not a scalar: the caller ends it with ``Task._finish_managed``. A scalar
+    goes to the dispatcher as it is, captured there.
+    """
+    if (
+        type(result) in IMMUTABLE_SCALARS
+        and task.status == "running"
+        and task._skip_reason is None
+        and task._metadata is None
+    ):
+        task.status = "completed"
+        run._put((TASK_END_RAW, task, "completed", result, None, _time_ns(), None))
+        return True
+    return False
+
+
+# The C primitives when the C module is in use, else their Python twins above.
+start_task: Callable[[Run, Task | None, str, Any, Any, str], Task] = (
+    _accel.compiled.start_task if _accel.compiled is not None else _start_task
+)
+end_task: Callable[[Run, Task, Any], bool] = (
+    _accel.compiled.end_task if _accel.compiled is not None else _end_task
+)
+
+
+def fast_run(parent: Task | None) -> Run | None:
+    """The run a task opened now would record into, when it can take the short road."""
+    run = parent.run if parent is not None else _get_run()
+    if run is None or not run.recording or run._live:
+        return None
+    return run
+
+
+def reset_task(token: Any, task: Task) -> None:
+    """Make the task current before ``task`` current again (``token`` from its set)."""
+    try:
+        _reset_task(token)
+    except ValueError:  # made in another Context: see taskscope._context
+        _context.reset_task(token, task)
+
+
+def end_returned(run: Run, task: Task, output: Any, raw: bool) -> None:
+    """End a short-road task whose body returned: ``output`` raw (a value to capture) or not."""
+    try:
+        if raw and end_task(run, task, output):
+            return
+        if not raw:
+            task._finish_managed(output)
+        elif output is None:
+            task._finish_managed(None)
+        else:
+            task._finish_managed(settings.capturer.value(output))
+    except Exception:
+        internal_error("finish")
 
 
 class Frame:
@@ -199,30 +280,56 @@ class FrameBlock:
     """
 
     def __init__(self) -> None:
-        self._entries: list[tuple[Frame | None, Any]] = []
+        # (frame, its tokens), or (task, its token) for an entry that took the short road.
+        self._entries: list[tuple[Frame | Task | None, Any]] = []
 
     def _enter_frame(self, frame: Frame | None) -> None:
         self._entries.append((frame, frame.activate() if frame is not None else None))
 
     def _exit_frame(self, exc: BaseException | None) -> None:
-        current_task = _context.get_current_task()
-        current_run = _context.get_current_run()
+        current_task = _get_task()
         entries = self._entries
+        entry = entries[-1][0] if entries else None
+        if entry is not None and entry is current_task:  # the short road's entry, innermost
+            _exit_short(entries.pop(), exc)
+            return
+        current_run = _get_run()
         index = len(entries) - 1
         for position in range(len(entries) - 1, -1, -1):
-            frame = entries[position][0]
-            if frame is not None and frame.task is current_task and frame.run is current_run:
+            entry = entries[position][0]
+            if entry is None:
+                continue
+            if entry.__class__ is Frame:
+                if entry.task is current_task and entry.run is current_run:
+                    index = position
+                    break
+            elif entry is current_task:
                 index = position
                 break
-        frame, tokens = entries.pop(index)
+        popped = entries.pop(index)
+        frame = popped[0]
         if frame is None:
             return
+        if frame.__class__ is not Frame:
+            _exit_short(popped, exc)
+            return
+        assert isinstance(frame, Frame)
+        tokens = popped[1]
         frame.deactivate(tokens)
         if exc is not None:
             fail(frame, exc)
             return
         output = frame.task.output if frame.task is not None else None
         finish(frame, settings.capturer.value(output) if output is not None else None)
+
+
+def _exit_short(entry: tuple[Any, Any], exc: BaseException | None) -> None:
+    task, token = entry
+    reset_task(token, task)
+    if exc is not None:
+        task._fail_managed(exc)
+        return
+    end_returned(task.run, task, task.output, True)
 
 
 class TaskScope(FrameBlock):
@@ -237,8 +344,9 @@ class TaskScope(FrameBlock):
         kind: str = "task",
         run: Run | None = None,
     ) -> None:
-        super().__init__()
-        check_name(name, "task")
+        self._entries = []  # FrameBlock's, made here: this runs for every with block
+        if name.__class__ is not str:
+            check_name(name, "task")
         self.name = name
         self._input = input
         self._metadata = metadata
@@ -259,6 +367,23 @@ class TaskScope(FrameBlock):
         return Frame(task, run, False, activates_run=_context.get_current_run() is not run)
 
     def __enter__(self) -> Task:
+        run = self._run
+        if run is not None and self._input is None and not self._metadata and _get_run() is run:
+            try:
+                parent = _get_task()
+                if parent is not None and parent.run is not run:
+                    parent = None
+                task = (
+                    start_task(run, parent, self.name, None, None, self._kind)
+                    if run.recording and not run._live
+                    else None
+                )
+            except Exception:
+                internal_error("begin-task")
+                task = None
+            if task is not None:
+                self._entries.append((task, _set_task(task)))
+                return task
         frame = self._begin()
         self._enter_frame(frame)
         if frame is None or frame.task is None:
@@ -271,6 +396,27 @@ class TaskScope(FrameBlock):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        entries = self._entries
+        if entries:
+            task, token = entries[-1]
+            if task is not None and task is _get_task():  # the short road's entry, innermost
+                entries.pop()
+                try:
+                    _reset_task(token)
+                except ValueError:  # made in another Context: see taskscope._context
+                    _context.reset_task(token, task)
+                if exc is not None:
+                    task._fail_managed(exc)
+                    return
+                output = task.output
+                try:
+                    if output is None and end_task(task.run, task, None):
+                        return
+                except Exception:
+                    internal_error("finish")
+                    return
+                end_returned(task.run, task, output, True)
+                return
         self._exit_frame(exc)
 
     async def __aenter__(self) -> Task:

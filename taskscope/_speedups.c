@@ -641,6 +641,8 @@ typedef struct {
     PyObject *ok_capturer;   /* the capturer last seen to allow the fast path (spec._capturer) */
     Py_ssize_t ok_limit;     /* and its fast_str_limit */
     PyObject *unbound;       /* the instance wrapt passes for a direct call: stands for None */
+    PyObject *defaults;      /* ((name, default), ...): filled in for parameters left out */
+    int merge_kwargs;        /* no **kwargs parameter: keyword arguments are bound as they are */
 } TaskCall;
 
 static PyObject *
@@ -651,56 +653,106 @@ call_wrapped(PyObject *wrapped, PyObject *args, PyObject *kwargs)
     return PyObject_Call(wrapped, args, NULL);
 }
 
+/* The call's arguments as {parameter: value}, as Binder.bind makes them: positional values
+ * (after self/cls when wrapt passes an instance), keyword arguments in their order, then the
+ * defaults left out. A new reference; Py_None (a new reference) when the call needs Binder.bind
+ * itself (more positional arguments than names, or a **kwargs parameter); NULL on error. */
+static PyObject *
+bind_call(TaskCall *self, PyObject *instance, PyObject *args, PyObject *kwargs)
+{
+    Py_ssize_t count = PyTuple_GET_SIZE(self->names);
+    Py_ssize_t skip = instance != Py_None && count > 0 ? 1 : 0;
+    Py_ssize_t given = PyTuple_GET_SIZE(args);
+    int with_kwargs = kwargs != Py_None && PyDict_Check(kwargs) && PyDict_GET_SIZE(kwargs) > 0;
+    if (given > count - skip || (with_kwargs && !self->merge_kwargs) ||
+        (kwargs != Py_None && !PyDict_Check(kwargs)))
+        Py_RETURN_NONE;
+    PyObject *bound = PyDict_New();
+    if (bound == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < given; i++) {
+        if (PyDict_SetItem(bound, PyTuple_GET_ITEM(self->names, i + skip),
+                           PyTuple_GET_ITEM(args, i)) < 0)
+            goto failed;
+    }
+    if (with_kwargs && PyDict_Update(bound, kwargs) < 0) goto failed;
+    Py_ssize_t defaults = PyTuple_GET_SIZE(self->defaults);
+    for (Py_ssize_t i = 0; i < defaults; i++) {
+        PyObject *pair = PyTuple_GET_ITEM(self->defaults, i);
+        if (PyDict_SetDefault(bound, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1)) ==
+            NULL)
+            goto failed;
+    }
+    return bound;
+failed:
+    Py_DECREF(bound);
+    return NULL;
+}
+
 /* The captured input, a new reference; NULL with an exception set on failure. */
 static PyObject *
 capture_input(TaskCall *self, PyObject *instance, PyObject *args, PyObject *kwargs)
 {
     if (!self->capture_input) Py_RETURN_NONE;
-    Py_ssize_t count = PyTuple_GET_SIZE(self->names);
-    int simple = instance == Py_None && PyTuple_GET_SIZE(args) == count &&
-                 (kwargs == Py_None || (PyDict_Check(kwargs) && PyDict_GET_SIZE(kwargs) == 0));
-    if (simple) {
-        PyObject *capturer = PyObject_GetAttr(settings, s_capturer);
-        if (capturer == NULL) return NULL;
-        int known_good = capturer == self->ok_capturer;
-        if (!known_good) {  /* configure() made a new capturer: is the fast path still safe? */
-            PyObject *known = PyObject_GetAttr(self->spec, s_spec_capturer);
-            if (known == NULL) {
+    PyObject *capturer = PyObject_GetAttr(settings, s_capturer);
+    if (capturer == NULL) return NULL;
+    int known_good = capturer == self->ok_capturer;
+    if (!known_good) {  /* configure() made a new capturer: is the fast path still safe? */
+        PyObject *known = PyObject_GetAttr(self->spec, s_spec_capturer);
+        if (known == NULL) {
+            Py_DECREF(capturer);
+            return NULL;
+        }
+        Py_DECREF(known);  /* only compared */
+        if (known == capturer) {
+            Py_ssize_t limit = current_str_limit(capturer);
+            if (limit < -1) {
                 Py_DECREF(capturer);
                 return NULL;
             }
-            Py_DECREF(known);  /* only compared */
-            if (known == capturer) {
-                Py_ssize_t limit = current_str_limit(capturer);
-                if (limit < -1) {
-                    Py_DECREF(capturer);
-                    return NULL;
-                }
-                Py_XSETREF(self->ok_capturer, Py_NewRef(capturer));
-                self->ok_limit = limit;
-                known_good = 1;
-            }
+            Py_XSETREF(self->ok_capturer, Py_NewRef(capturer));
+            self->ok_limit = limit;
+            known_good = 1;
         }
-        if (known_good) {
-            Py_ssize_t limit = self->ok_limit;
-            PyObject *bound = limit < -1 ? NULL : PyDict_New();
+    }
+    if (known_good) {  /* no secret names, nothing ignored or processed, no *args */
+        PyObject *bound = bind_call(self, instance, args, kwargs);
+        if (bound == NULL || bound != Py_None) {
+            Py_ssize_t limit = self->ok_limit, position = 0;
+            PyObject *key, *value;
             int plain = 1;
-            for (Py_ssize_t i = 0; bound != NULL && i < count; i++) {
-                PyObject *value = PyTuple_GET_ITEM(args, i);
-                plain = plain && is_plain(value, limit);
-                if (PyDict_SetItem(bound, PyTuple_GET_ITEM(self->names, i), value) < 0)
-                    Py_CLEAR(bound);
-            }
-            if (bound != NULL && !plain) {
+            while (bound != NULL && plain && PyDict_Next(bound, &position, &key, &value))
+                plain = is_plain(value, limit);
+            if (bound != NULL && !plain)
                 Py_SETREF(bound, PyObject_CallMethodOneArg(capturer, s_arguments, bound));
-            }
             Py_DECREF(capturer);
             return bound;
         }
-        Py_DECREF(capturer);
+        Py_DECREF(bound);
     }
+    Py_DECREF(capturer);
     PyObject *call_args[3] = {instance, args, kwargs};
     return PyObject_Vectorcall(self->capture_slow, call_args, 3, NULL);
+}
+
+/* A managed task started in run and queued: a new reference, or NULL with an exception set. */
+static PyObject *
+start_managed(PyObject *run, PyObject *parent, PyObject *name, PyObject *captured,
+              PyObject *metadata, PyObject *kind)
+{
+    PyObject *task;
+    if (task_is_base) {
+        task = new_task(run, parent, name, captured, metadata, kind);
+    } else {
+        PyObject *task_args[7] = {run, parent, name, captured, metadata, kind, Py_True};
+        task = PyObject_Vectorcall(task_type, task_args, 7, NULL);
+    }
+    if (task == NULL) return NULL;
+    /* A task handle on its own in the intake is its start op: one tuple fewer per call. */
+    if (put(run, task) < 0) {
+        Py_DECREF(task);
+        return NULL;
+    }
+    return task;
 }
 
 /* Opens the task: a new reference, or NULL with an exception set. */
@@ -716,21 +768,9 @@ open_task(TaskCall *self, PyObject *run, PyObject *parent, PyObject *instance, P
         Py_DECREF(captured);
         return NULL;
     }
-    PyObject *task;
-    if (task_is_base) {
-        task = new_task(run, parent, self->name, captured, metadata, self->kind);
-    } else {
-        PyObject *task_args[7] = {run, parent, self->name, captured, metadata, self->kind, Py_True};
-        task = PyObject_Vectorcall(task_type, task_args, 7, NULL);
-    }
+    PyObject *task = start_managed(run, parent, self->name, captured, metadata, self->kind);
     Py_DECREF(captured);
     Py_DECREF(metadata);
-    if (task == NULL) return NULL;
-    /* A task handle on its own in the intake is its start op: one tuple fewer per call. */
-    if (put(run, task) < 0) {
-        Py_DECREF(task);
-        return NULL;
-    }
     return task;
 }
 
@@ -784,6 +824,59 @@ still_running_bare(TaskBase *task)
     int running = task->status == s_running ||
                   (PyUnicode_Check(task->status) && PyUnicode_Compare(task->status, s_running) == 0);
     return running && task->skip_reason == Py_None && task->metadata == Py_None;
+}
+
+/* Ends a task still running with no skip or metadata of its own as completed with result,
+ * when result is a scalar (handed over raw) or a small flat dict (copied): 1. 0 when the task
+ * needs the Python ending (nothing done), -1 with an exception set. */
+static int
+end_plain(PyObject *run, PyObject *task, PyObject *result)
+{
+    if (!task_is_base || !is_task_base(task) || !still_running_bare((TaskBase *)task)) return 0;
+    PyTypeObject *kind = Py_TYPE(result);
+    if (result == Py_None || kind == &PyLong_Type || kind == &PyBool_Type ||
+        kind == &PyFloat_Type || kind == &PyUnicode_Type)
+        return end_completed(run, (TaskBase *)task, result, 1) < 0 ? -1 : 1;
+    if (kind == &PyDict_Type) {
+        PyObject *copy = captured_flat_dict(result);
+        if (copy == NULL) return -1;
+        int status = 0;
+        if (copy != Py_None) status = end_completed(run, (TaskBase *)task, copy, 0) < 0 ? -1 : 1;
+        Py_DECREF(copy);
+        return status;
+    }
+    return 0;
+}
+
+/* start_task(run, parent, name, input, metadata, kind): the primitive the Python wrappers
+ * (async, generators, with blocks) open a managed task with, already queued. */
+static PyObject *
+start_task_fn(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError,
+                        "start_task takes (run, parent, name, input, metadata, kind)");
+        return NULL;
+    }
+    if (task_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "taskscope._speedups.setup() was not called");
+        return NULL;
+    }
+    return start_managed(args[0], args[1], args[2], args[3], args[4], args[5]);
+}
+
+/* end_task(run, task, result): ends a plain task as completed with result and says True, or
+ * does nothing and says False (the caller then ends it the Python way). */
+static PyObject *
+end_task_fn(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "end_task takes (run, task, result)");
+        return NULL;
+    }
+    int status = end_plain(args[0], args[1], args[2]);
+    if (status < 0) return NULL;
+    return PyBool_FromLong(status);
 }
 
 /* Ends the task after a normal return. 0, or -1 with an exception set. */
@@ -914,15 +1007,22 @@ taskcall_init(TaskCall *self, PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {"spec", "name", "kind", "names", "metadata", "outside", "generic",
                                "capture_slow", "finish_slow", "capture_input", "raw_output",
-                               "unbound", NULL};
+                               "unbound", "defaults", "merge_kwargs", NULL};
     PyObject *spec, *name, *kind, *names, *metadata, *outside, *generic, *capture_slow,
-        *finish_slow, *unbound;
-    int capture, raw_output;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OUUO!OOOOOppO", keywords, &spec, &name,
+        *finish_slow, *unbound, *defaults = empty_tuple;
+    int capture, raw_output, merge_kwargs = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OUUO!OOOOOppO|O!p", keywords, &spec, &name,
                                      &kind, &PyTuple_Type, &names, &metadata, &outside, &generic,
                                      &capture_slow, &finish_slow, &capture, &raw_output,
-                                     &unbound))
+                                     &unbound, &PyTuple_Type, &defaults, &merge_kwargs))
         return -1;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(defaults); i++) {
+        PyObject *pair = PyTuple_GET_ITEM(defaults, i);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+            PyErr_SetString(PyExc_TypeError, "defaults must be (name, value) pairs");
+            return -1;
+        }
+    }
     if (metadata != Py_None && !PyDict_Check(metadata)) {
         PyErr_SetString(PyExc_TypeError, "metadata must be a dict or None");
         return -1;
@@ -938,7 +1038,9 @@ taskcall_init(TaskCall *self, PyObject *args, PyObject *kwargs)
     KEEP(capture_slow);
     KEEP(finish_slow);
     KEEP(unbound);
+    KEEP(defaults);
 #undef KEEP
+    self->merge_kwargs = merge_kwargs;
     self->capture_input = capture;
     self->raw_output = raw_output;
     self->vectorcall = taskcall_vectorcall;
@@ -959,6 +1061,7 @@ taskcall_traverse(TaskCall *self, visitproc visit, void *arg)
     Py_VISIT(self->finish_slow);
     Py_VISIT(self->ok_capturer);
     Py_VISIT(self->unbound);
+    Py_VISIT(self->defaults);
     return 0;
 }
 
@@ -976,6 +1079,7 @@ taskcall_clear(TaskCall *self)
     Py_CLEAR(self->finish_slow);
     Py_CLEAR(self->ok_capturer);
     Py_CLEAR(self->unbound);
+    Py_CLEAR(self->defaults);
     return 0;
 }
 
@@ -1525,6 +1629,12 @@ static PyMethodDef module_methods[] = {
     {"convert", (PyCFunction)(void (*)(void))convert, METH_FASTCALL,
      "Records for the ops up to the next control op."},
     {"track", (PyCFunction)track, METH_O, "Give an object back to the cycle collector."},
+    {"start_task", (PyCFunction)(void (*)(void))start_task_fn, METH_FASTCALL,
+     "A managed task started in run and queued: start_task(run, parent, name, input, "
+     "metadata, kind)."},
+    {"end_task", (PyCFunction)(void (*)(void))end_task_fn, METH_FASTCALL,
+     "End a plain running task as completed with a scalar or small flat result: True, or "
+     "False when nothing was done."},
     {"flat_copy", (PyCFunction)(void (*)(void))flat_copy, METH_FASTCALL,
      "A copy of a small flat dict that needs no walk, or None."},
     {"could_hold_secret", (PyCFunction)could_hold_secret, METH_O,
