@@ -6,13 +6,15 @@ the numbers follow the order of the calls, across threads too) and hands each ba
 exporter's lane. Each lane has its own bounded queue and thread, so a slow or hung exporter
 delays neither the caller nor the other exporters; when a queue is full, debug/info events are
 dropped before lifecycle records and warn/error events, and every drop is counted.
+
+The lanes are in taskscope._lane, the queues and the intake's caller side in taskscope._queues;
+this module holds the dispatcher and the process-wide part (exit flush, fork, test taps).
 """
 
 from __future__ import annotations
 
 import atexit
 import dataclasses
-import itertools
 import os
 import sys
 import threading
@@ -20,17 +22,16 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from . import _accel, _context, _signals
 from ._convert import convert_until_control
 from ._internal import internal_error, logger, warn_once
-from ._model import ErrorInfo, EventRecord, Record, RunRecord, TaskRecord
+from ._lane import Lane
+from ._model import ErrorInfo, Record, TaskRecord
 from ._ops import (
     CODE,
     CONTROL,
-    EVENT,
-    EVENT_LEVEL,
     RUN_END,
     RUN_START,
     SUBJECT,
@@ -38,27 +39,14 @@ from ._ops import (
     TASK_END_RAW,
     TASK_START,
 )
-from .exporters._base import RecordsLost
+from ._queues import Barrier, BoundedQueue, IntakeLike, is_low_op, make_intake, start_thread
 
 if TYPE_CHECKING:
     from .exporters._base import Exporter
 
-LOW_LEVELS = frozenset({"debug", "info"})
-
-
-def _is_low_op(op: Any) -> bool:
-    # An op is a tuple (code, ...), or, from the C hot path, a task handle (its start).
-    return type(op) is tuple and op[CODE] == EVENT and op[EVENT_LEVEL] in LOW_LEVELS
-
-
-def _is_low_record(record: Any) -> bool:
-    return type(record) is EventRecord and record.level in LOW_LEVELS
-
-
 _RUN_OPS = (RUN_START, RUN_END)
 _TASK_OPS = (TASK_START, TASK_END, TASK_END_RAW)
 _END_OPS = (TASK_END, TASK_END_RAW)
-DROPPED_KEY = "taskscope.dropped"
 _NONE_CLOSING: set[str] = set()
 
 
@@ -69,22 +57,6 @@ def _run_of_op(op: Any) -> Any:
     if op[CODE] in _TASK_OPS:
         return op[SUBJECT].run
     return op[SUBJECT] if op[CODE] != CONTROL else None
-
-
-def _start_thread(thread: threading.Thread) -> bool:
-    """Start ``thread``; False (logged once) where Python refuses, at interpreter shutdown."""
-    try:
-        thread.start()
-    except RuntimeError as problem:
-        warn_once(
-            "no-thread",
-            "taskscope: cannot start its %s thread (%s); what is recorded through it is "
-            "dropped and counted.",
-            thread.name,
-            problem,
-        )
-        return False
-    return True
 
 
 def _is_start_op(op: Any) -> bool:
@@ -100,128 +72,6 @@ def _start_was_dropped(task: Any) -> bool:
     return getattr(task, "_start_dropped", False) is True
 
 
-def _with_dropped(record: RunRecord, count: int) -> RunRecord:
-    """A copy of a run's end record that counts ``count`` more of its records as dropped."""
-    metadata = dict(record.metadata)
-    metadata[DROPPED_KEY] = int(metadata.get(DROPPED_KEY, 0)) + count
-    return dataclasses.replace(record, metadata=metadata)
-
-
-class _Barrier:
-    """A point in the stream that each lane reports on reaching; flush waits for it."""
-
-    def __init__(self, parties: int) -> None:
-        self.waiting = parties
-        self.ok = True
-        self.done = threading.Event()
-        self._lock = threading.Lock()
-        if parties == 0:
-            self.done.set()
-
-    def arrive(self, ok: bool) -> None:
-        with self._lock:
-            self.ok = self.ok and ok
-            self.waiting -= 1
-            if self.waiting <= 0:
-                self.done.set()
-
-
-class _BoundedQueue:
-    """A deque bounded by pending items (queued + being exported), dropping low items first."""
-
-    def __init__(self, maxsize: int, is_low: Callable[[Any], bool], what: str) -> None:
-        self.items: deque[Any] = deque()
-        self.maxsize = maxsize
-        self.in_flight = 0
-        self.dropped = 0
-        self.lock = threading.Lock()
-        self._is_low = is_low
-        self._what = what
-        self._low_hint = 0  # no low-priority item sits before this index
-
-    def offer_locked(self, item: Any) -> Any:
-        """Queue ``item``, evicting the oldest low-priority item if full.
-
-        Returns the item dropped (``item`` itself, or the one evicted for it), else None.
-        """
-        items = self.items
-        if len(items) + self.in_flight < self.maxsize:
-            items.append(item)
-            return None
-        if not self._is_low(item):
-            index = self._low_hint
-            length = len(items)
-            is_low = self._is_low
-            while index < length:
-                if is_low(items[index]):
-                    evicted = items[index]
-                    del items[index]
-                    items.append(item)
-                    self._low_hint = index
-                    self._count_drop()
-                    return evicted
-                index += 1
-            self._low_hint = length
-        self._count_drop()
-        return item
-
-    def take_locked(self, limit: int) -> list[Any]:
-        items = self.items
-        count = min(len(items), limit)
-        self.in_flight = count  # counted before popping, so the bound is never under-read
-        batch = list(itertools.starmap(items.popleft, itertools.repeat((), count)))
-        self._low_hint = max(0, self._low_hint - count)
-        return batch
-
-    def _count_drop(self) -> None:
-        self.dropped += 1
-        if self.dropped == 1:
-            warn_once(
-                "queue-full:" + self._what,
-                "taskscope: the %s queue is full (%d records); dropping debug/info events "
-                "first. Counts are in client.stats().",
-                self._what,
-                self.maxsize,
-            )
-
-
-class _IntakeLike(Protocol):
-    items: deque[Any]
-    maxsize: int
-    wake_at: int
-
-    def __call__(self, op: tuple[Any, ...], /) -> None: ...
-
-
-class _Intake:
-    """The caller's side of the intake; ``taskscope._speedups.Intake`` is its C twin."""
-
-    __slots__ = ("items", "maxsize", "on_full", "on_wake", "wake_at")
-
-    def __init__(
-        self,
-        items: deque[Any],
-        maxsize: int,
-        wake_at: int,
-        on_wake: Callable[[], None],
-        on_full: Callable[[tuple[Any, ...]], None],
-    ) -> None:
-        self.items = items
-        self.maxsize = maxsize
-        self.wake_at = wake_at
-        self.on_wake = on_wake
-        self.on_full = on_full
-
-    def __call__(self, op: tuple[Any, ...]) -> None:
-        items = self.items
-        if len(items) < self.maxsize:
-            items.append(op)
-            if len(items) == self.wake_at:
-                self.on_wake()
-        else:
-            self.on_full(op)
-
-
 def _released(op: Any) -> None:
     """A dropped op's task goes back to the cycle collector (the C hot path untracks a new
     task until its end op is converted, which a dropped op never will be)."""
@@ -230,201 +80,6 @@ def _released(op: Any) -> None:
         task = op if type(op) is not tuple else op[SUBJECT] if len(op) > 1 else None
         if isinstance(task, speedups.TaskBase):
             speedups.track(task)
-
-
-def _make_intake(
-    items: deque[Any],
-    maxsize: int,
-    on_wake: Callable[[], None],
-    on_full: Callable[[tuple[Any, ...]], None],
-) -> _IntakeLike:
-    speedups = _accel.speedups
-    if speedups is not None:
-        return speedups.Intake(items, maxsize, maxsize, on_wake, on_full)  # type: ignore[no-any-return]
-    return _Intake(items, maxsize, maxsize, on_wake, on_full)
-
-
-class _Lane:
-    """One exporter's queue and thread."""
-
-    def __init__(self, exporter: Exporter, maxsize: int, batch_size: int) -> None:
-        self.exporter = exporter
-        self.name = type(exporter).__name__
-        self.queue = _BoundedQueue(maxsize, _is_low_record, self.name)
-        self.ready = threading.Condition(self.queue.lock)
-        self.batch_size = max(batch_size, int(getattr(exporter, "preferred_batch_size", 0)))
-        self.exported = 0
-        self.failed = 0
-        # Running snapshots dropped here, not counted as drops: the task's end carries it
-        # whole, or, dropped too, counts it once (exported + dropped + superseded = recorded).
-        self.superseded = 0
-        self.stopping = False
-        self._shutdown_exporter = False
-        self._problems_seen = 0  # drops + failures at the last barrier
-        self._barriers = 0  # barriers in the queue
-        self._dropped_by_run: dict[str, int] = {}  # dropped here, for the run's end record
-        self._dropped_starts: set[str] = set()  # tasks whose running snapshot was dropped here
-        self.thread = self._start()
-
-    def _start(self) -> threading.Thread:
-        thread = threading.Thread(target=self._loop, name=f"taskscope-{self.name}", daemon=True)
-        _start_thread(thread)
-        return thread
-
-    def ensure_alive(self) -> None:
-        if not self.thread.is_alive() and not self.stopping:
-            self.thread = self._start()
-
-    def offer(self, records: Sequence[Record], closing: set[str]) -> None:
-        """Queue ``records``; ``closing`` names the tasks among them whose running snapshot
-        was delivered earlier (their ends are never dropped if that snapshot was kept)."""
-        with self.ready:
-            queue = self.queue
-            if (
-                len(queue.items) + queue.in_flight + len(records) <= queue.maxsize
-                and not self._dropped_by_run
-                and not self._dropped_starts
-            ):
-                queue.items.extend(records)
-            else:
-                self._offer_each_locked(records, closing)
-            self.ready.notify()
-
-    def _offer_each_locked(self, records: Sequence[Record], closing: set[str]) -> None:
-        # Counted as in Pipeline._on_full: a task is dropped once, when neither its running
-        # snapshot nor its end is kept; a run's records never.
-        queue = self.queue
-        dropped_by_run = self._dropped_by_run
-        dropped_starts = self._dropped_starts
-        items = queue.items
-        for record in records:
-            if type(record) is RunRecord:
-                if record.end_ns is not None and record.id in dropped_by_run:
-                    record = _with_dropped(record, dropped_by_run.pop(record.id))
-                items.append(record)
-                continue
-            if type(record) is TaskRecord:
-                if record.end_ns is None:
-                    if queue.offer_locked(record) is not None:
-                        queue.dropped -= 1  # not lost yet: its end may still come
-                        self.superseded += 1
-                        dropped_starts.add(record.id)
-                    continue
-                if record.id in closing and record.id not in dropped_starts:
-                    items.append(record)  # its running snapshot is kept: never left running
-                    continue
-                dropped_starts.discard(record.id)
-            dropped = queue.offer_locked(record)
-            if dropped is not None:
-                run_id = dropped.run_id
-                dropped_by_run[run_id] = dropped_by_run.get(run_id, 0) + 1
-
-    def add_barrier(self, barrier: _Barrier) -> None:
-        with self.ready:
-            self.queue.items.append(barrier)  # barriers are not records: never bounded
-            self._barriers += 1
-            self.ready.notify()
-
-    def _loop(self) -> None:
-        _context.silence()  # nothing this thread does may be recorded
-        while True:
-            try:
-                if not self._step():
-                    break
-            except BaseException:
-                internal_error("lane")
-        if self._shutdown_exporter:
-            try:
-                self.exporter.shutdown()
-            except BaseException:
-                internal_error("lane-shutdown")
-
-    def _step(self) -> bool:
-        with self.ready:
-            items = self.queue.items
-            while not items and not self.stopping:
-                self.ready.wait()
-            if not items:
-                return False
-            barrier = items[0] if type(items[0]) is _Barrier else None
-            if barrier is not None:
-                items.popleft()
-                self._barriers -= 1
-                batch: list[Any] = []
-            else:
-                batch = self._take_records_locked()
-        if barrier is not None:
-            self._reach(barrier)
-        elif batch:
-            self._export(batch)
-        return True
-
-    def _take_records_locked(self) -> list[Any]:
-        items = self.queue.items
-        limit = self.batch_size
-        if self._barriers:  # a batch stops short of the next barrier
-            for index, item in enumerate(itertools.islice(items, limit)):
-                if type(item) is _Barrier:
-                    limit = index
-                    break
-        return self.queue.take_locked(limit)
-
-    def _export(self, batch: list[Any]) -> None:
-        try:
-            self.exporter.export(batch)
-            self.exported += len(batch)
-        except RecordsLost as exc:  # part of the batch: the rest was delivered
-            self.failed += exc.lost
-            self.exported += len(batch) - exc.lost
-            warn_once(
-                "export-lost:" + self.name,
-                "taskscope: %s (later losses of this exporter are counted in client.stats(), "
-                "not logged)",
-                exc,
-            )
-        except BaseException as exc:  # an exporter's failure is its own; others go on
-            self.failed += len(batch)
-            warn_once(
-                "export-failed:" + self.name,
-                "taskscope: %s.export raised %s: %s (%d records lost; later failures of this "
-                "exporter are counted in client.stats(), not logged)",
-                self.name,
-                type(exc).__name__,
-                exc,
-                len(batch),
-            )
-        finally:
-            self.queue.in_flight = 0
-
-    def _reach(self, barrier: _Barrier) -> None:
-        problems = self.queue.dropped + self.failed
-        clean = problems == self._problems_seen
-        self._problems_seen = problems
-        try:
-            flushed = bool(self.exporter.force_flush(5.0))
-        except BaseException:
-            flushed = False
-        barrier.arrive(clean and flushed)
-
-    def pending(self) -> int:
-        items = self.queue.items.copy()  # in C, without releasing the GIL
-        return sum(1 for item in items if type(item) is not _Barrier) + self.queue.in_flight
-
-    def stop(self, *, shutdown_exporter: bool = False) -> None:
-        """Let the thread end once its queue is empty; it shuts the exporter down if asked."""
-        with self.ready:
-            self.stopping = True
-            self._shutdown_exporter = shutdown_exporter
-            self.ready.notify()
-
-    def stats(self) -> dict[str, int]:
-        return {
-            "exported": self.exported,
-            "failed": self.failed,
-            "dropped": self.queue.dropped,
-            "superseded": self.superseded,
-            "pending": self.pending(),
-        }
 
 
 class Pipeline:
@@ -449,7 +104,7 @@ class Pipeline:
         self.flush_interval = flush_interval
         self.shutdown_timeout = shutdown_timeout
         self._taps: list[Callable[[list[Record]], None]] = list(_active_taps)
-        self.put: _IntakeLike = _make_intake(deque(), max_queue_size, self._on_wake, self._on_full)
+        self.put: IntakeLike = make_intake(deque(), max_queue_size, self._on_wake, self._on_full)
         """Queue one op: the caller's whole share of the work (a length check and an append)."""
         self._start_runtime()
         _pipelines.add(self)
@@ -458,7 +113,7 @@ class Pipeline:
     # -- runtime state, rebuilt in a forked child -------------------------------------------
 
     def _start_runtime(self) -> None:
-        self._intake = _BoundedQueue(self.max_queue_size, _is_low_op, "intake")
+        self._intake = BoundedQueue(self.max_queue_size, is_low_op, "intake")
         self._items = self._intake.items
         self._wake = threading.Event()
         self._wake_at = min(self.max_batch_size, self.max_queue_size)
@@ -475,7 +130,7 @@ class Pipeline:
         # flush() and shutdown() still reach it.
         self._laneless = [e for e in self.exporters if not getattr(e, "wants_batches", True)]
         self._lanes = [
-            _Lane(exporter, self.max_queue_size, self.max_batch_size)
+            Lane(exporter, self.max_queue_size, self.max_batch_size)
             for exporter in self.exporters
             if exporter not in self._laneless
         ]
@@ -483,7 +138,7 @@ class Pipeline:
 
     def _start_dispatcher(self) -> threading.Thread:
         thread = threading.Thread(target=self._loop, name="taskscope-dispatch", daemon=True)
-        if not _start_thread(thread):
+        if not start_thread(thread):
             self._close_intake()  # nothing would deliver them: counted as dropped instead
         return thread
 
@@ -638,7 +293,7 @@ class Pipeline:
             clean = self._late == self._late_seen
             self._late_seen = self._late
             return clean
-        barrier = _Barrier(len(self._lanes))
+        barrier = Barrier(len(self._lanes))
 
         def at_barrier() -> None:
             for lane in self._lanes:
