@@ -50,6 +50,14 @@ class CaptureLimits:
 _MAX_LABELS = 4096
 
 
+def _never(text: str) -> bool:
+    return False
+
+
+class _NotPlain(Exception):
+    """A value the plain-tree copy leaves to the full walk."""
+
+
 class _Budget:
     """Bytes left for one captured value; shared by the whole walk."""
 
@@ -110,11 +118,83 @@ class Capturer:
                     out = self._flat_copy(value)
                 else:
                     out = speedups.flat_copy(value, *self.flat_limits)
+            if out is None and self._flat_ok and (kind is dict or kind is list or kind is tuple):
+                out = self._plain_tree(value)
             if out is None:
                 out = self._guarded_walk(value)
         if self.redactor.callback is not None:
             out = self.redactor.apply_callback(out)
         return out
+
+    def _plain_tree(self, value: Any) -> Any:
+        """A copy of a JSON tree that no limit cuts and no redaction changes; None otherwise.
+
+        Requests, messages and tool arguments are such trees: dicts of already-judged keys
+        and lists, holding short strings without a secret's shape, ints, bools, None and finite
+        floats. Copying them in one tight pass costs a fraction of the walk, which still runs
+        (and leaves its markers) for anything else: a new key, a long or suspicious string,
+        another type, a limit reached.
+        """
+        judged = self.redactor._cache
+        limits = self.limits
+        max_items, max_depth, max_str = limits.max_items, limits.max_depth, self._max_str
+        hint = could_hold_secret if self._scrub is not None else _never
+        plain = PLAIN_TYPES
+        left = limits.max_bytes
+
+        def leaf(node: Any) -> int:
+            """The bytes a leaf costs; raises for anything that is not a plain leaf."""
+            kind = type(node)
+            if kind is str:
+                if len(node) > max_str or hint(node):
+                    raise _NotPlain
+                return len(node) + 2
+            if kind in plain or (kind is float and node - node == 0.0):  # not inf, nan
+                return 8
+            raise _NotPlain
+
+        def copy(node: Any, depth: int) -> Any:
+            nonlocal left
+            if depth >= max_depth or len(node) > max_items:
+                raise _NotPlain
+            kind = type(node)
+            if kind is dict:
+                out: dict[str, Any] = {}
+                for key, item in node.items():
+                    if type(key) is not str or judged.get(key) is not False or left <= 0:
+                        raise _NotPlain
+                    inner = type(item)
+                    if inner is dict or inner is list or inner is tuple:
+                        left -= len(key) + 4
+                        out[key] = copy(item, depth + 1)
+                    else:
+                        left -= len(key) + 4 + leaf(item)
+                        out[key] = item
+                return out
+            if kind is list or kind is tuple:
+                if len(node) == 2:  # ("X-Api-Key", "…"): the walk redacts a pair by its name
+                    name = node[0]
+                    if type(name) is str and len(name) <= 80 and judged.get(name) is not False:
+                        raise _NotPlain
+                items: list[Any] = []
+                for item in node:
+                    if left <= 0:
+                        raise _NotPlain
+                    inner = type(item)
+                    if inner is dict or inner is list or inner is tuple:
+                        items.append(copy(item, depth + 1))
+                        left -= 2
+                    else:
+                        left -= 2 + leaf(item)
+                        items.append(item)
+                return items
+            raise _NotPlain
+
+        try:
+            out = copy(value, 0)
+        except (_NotPlain, RecursionError):
+            return None
+        return out if left > 0 else None
 
     def _flat_copy(self, mapping: dict[Any, Any]) -> dict[str, Any] | None:
         """A copy of a small flat dict of known-safe keys and plain values; None otherwise.
@@ -158,7 +238,10 @@ class Capturer:
                 if scrub is not None and hint(item):
                     bound[key] = scrub(item)
                 continue
-            bound[key] = self._guarded_walk(item)
+            copied = None
+            if self._flat_ok and (kind is dict or kind is list or kind is tuple):
+                copied = self._plain_tree(item)
+            bound[key] = self._guarded_walk(item) if copied is None else copied
         if self.redactor.callback is not None:
             return self.redactor.apply_callback(bound)  # type: ignore[no-any-return]
         return bound
