@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from .. import _store
 from .._model import ErrorInfo
-from .._store import _retry_busy
+from .._store import retry_busy
 from ._safe import escape_json_surrogates
 
 _T = TypeVar("_T")
@@ -33,7 +33,7 @@ _T = TypeVar("_T")
 
 def _json(value: Any) -> str | None:
     """JSON text SQLite can store: a client's lone surrogates as JSON escapes (``_safe``)."""
-    text = _store._json(value)
+    text = _store.json_text(value)
     return None if text is None else escape_json_surrogates(text)
 
 
@@ -90,7 +90,7 @@ def ensure_ingest_indexes(connection: sqlite3.Connection) -> None:
             "(run_id TEXT PRIMARY KEY, next_seq INTEGER NOT NULL) WITHOUT ROWID"
         )
 
-    _retry_busy(create)
+    retry_busy(create)
 
 
 _in_transaction = _store.in_write_transaction
