@@ -46,7 +46,10 @@ class Binder:
             if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)
         ]
         self.positional = tuple(positional)
-        self.positional_count = len(positional)
+        # The fast capture takes every parameter by position: not when that would leave out a
+        # keyword-only parameter's default (defaults are inputs too).
+        keyword_only = any(p.kind is kinds.KEYWORD_ONLY for p in parameters)
+        self.positional_count = -1 if keyword_only else len(positional)
         self.after_first = tuple(positional[1:])  # when wrapt passes self/cls as ``instance``
         self.var_positional = next(
             (p.name for p in parameters if p.kind is kinds.VAR_POSITIONAL), None
