@@ -2,9 +2,11 @@
 
 Two OpenAI clients of the real SDK make the same call, one instrumented and one not, in
 alternating rounds so that both see the same machine. Twice: against the fake API of
-tests/llm_fake_server.py over real HTTP on 127.0.0.1 (what a user's call looks like, with
-network noise), and through an in-process ``MockTransport`` answering the same JSON (no
-sockets, so the difference is taskscope's own time). The figure is the median over rounds of
+tests/llm_fake_server.py over real HTTP on 127.0.0.1, served by a process of its own as a
+model's API is (what a user's call looks like, with network noise; the server's work does not
+compete with this process for its interpreter lock), and through an in-process ``MockTransport``
+answering the same JSON (no sockets, so the difference is taskscope's own time, and the
+pipeline's work has no network wait to overlap with). The figure is the median over rounds of
 (instrumented - plain) per call: in wall time, in the calling thread's CPU time, and in the
 process's CPU time (every thread's: the pipeline's work for the call is in it, flushed at the
 end of each batch). CPU times are not inflated by other programs on the machine; wall time is.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +32,7 @@ import httpx2
 import openai
 
 import taskscope
-from tests.llm_fake_server import FakeLLMServer, _chat_json
+from tests.llm_fake_server import _chat_json
 
 MESSAGES = [{"role": "user", "content": "Say hello."}]
 
@@ -110,10 +113,19 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=100)
     args = parser.parse_args()
     taskscope.configure(exporters=[DropExporter()])
-    with FakeLLMServer(keep_alive=True) as server:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.llm_fake_server", "--keep-alive"],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdin is not None and server.stdout is not None
+    try:
+        url = server.stdout.readline().split()[-1]  # "listening http://127.0.0.1:PORT"
 
         def over_http() -> openai.OpenAI:
-            return openai.OpenAI(base_url=server.openai_url, api_key="sk-bench", max_retries=0)
+            return openai.OpenAI(base_url=url + "/v1", api_key="sk-bench", max_retries=0)
 
         cases = {
             "fake API over HTTP": measure(over_http, args.rounds, args.calls),
@@ -122,6 +134,9 @@ def main() -> None:
                 in_process_client, args.rounds, args.calls, capture_input=False
             ),
         }
+    finally:
+        server.stdin.close()
+        server.wait(10)
     taskscope.flush()
     print(
         f"{'case':32} {'plain':>8} {'instrumented':>13} {'added: wall':>12}"

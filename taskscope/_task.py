@@ -19,7 +19,7 @@ from ._errors import StateError
 from ._internal import internal_error
 from ._live import Ending
 from ._model import ErrorInfo
-from ._ops import TASK_END
+from ._ops import TASK_END, TASK_END_RAW
 from ._settings import settings
 
 if TYPE_CHECKING:
@@ -173,6 +173,22 @@ class Task(_TaskFields):
         self.run._put((TASK_END, self, status, output, error, end_ns, dict(meta) if meta else None))
         if self._live:
             _live.end(self._live, ending(status, output, error, end_ns, meta, None))
+
+    def _complete_uncaptured(self, output: Any) -> bool:
+        """End as completed with ``output`` captured by the dispatcher instead of here: True.
+
+        Only for a value taskscope built itself and nobody else holds (an LLM answer read from
+        the SDK's response), so no later mutation can change it. False, with nothing done, when
+        it must take ``_finish_managed``: ended or skipped already, or a live exporter's.
+        """
+        if self.status != "running" or self._skip_reason is not None or self._live:
+            return False
+        self.status = "completed"
+        meta = self._metadata
+        meta = captured_metadata(meta) if meta else None
+        # an op: its fields, in the order taskscope._ops gives
+        self.run._put((TASK_END_RAW, self, "completed", output, None, _time_ns(), meta))
+        return True
 
     def _finish_managed(self, output: Any) -> None:
         """End a task whose scope (decorator, with block) returned normally."""

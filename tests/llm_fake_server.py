@@ -5,6 +5,7 @@ model, so tests need no shared switches:
 
 - a model containing ``error-429`` or ``error-500`` gets that status and the API's error body;
 - a request with ``tools`` gets a tool call back instead of text;
+- a chat model containing ``echo`` answers with the last message's text;
 - ``"stream": true`` gets server-sent events in the API's format, with usage at the end.
 
 Every request body is kept in ``requests`` (path, parsed JSON) so tests can see what was sent.
@@ -210,7 +211,10 @@ def _answered_model(body: dict[str, Any]) -> str:
 
 
 def _chat_json(body: dict[str, Any]) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": REPLY}
+    text = REPLY
+    if "echo" in str(body.get("model", "")):
+        text = str(body["messages"][-1]["content"])
+    message: dict[str, Any] = {"role": "assistant", "content": text}
     finish = "stop"
     if body.get("tools"):
         message = {
@@ -446,3 +450,19 @@ def _anthropic_events(body: dict[str, Any]) -> Iterator[tuple[str | None, dict[s
         },
     )
     yield "message_stop", {"type": "message_stop"}
+
+
+def main() -> None:
+    """Serve until stdin closes, in a process of its own (benchmarks: its CPU is not ours).
+
+    Prints ``listening <url>`` once it accepts connections.
+    """
+    import sys
+
+    with FakeLLMServer(keep_alive="--keep-alive" in sys.argv) as server:
+        print(f"listening {server.url}", flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    main()

@@ -518,6 +518,23 @@ def test_the_request_is_redacted_and_headers_are_left_out(server: FakeLLMServer)
     }
 
 
+def test_the_answer_is_redacted_and_bounded_like_any_output(server: FakeLLMServer) -> None:
+    """The answer is captured off the caller's thread, with the same redaction and limits."""
+    taskscope.configure(capture_limits=taskscope.CaptureLimits(max_string_length=60))
+    client = taskscope.instrument_openai(sync_client(server))
+    said = "the key is api_key=sk-live-123, " + "x" * 100
+    with capture() as cap, taskscope.run("agent"):
+        reply = client.chat.completions.create(
+            model="gpt-echo", messages=[{"role": "user", "content": said}]
+        )
+    assert reply.choices[0].message.content == said  # the caller's answer is untouched
+    assert cap.task("chat gpt-echo").output == {
+        "role": "assistant",
+        "content": "the key is api_key=[REDACTED], " + "x" * 29 + "…[truncated 72 chars]",
+        "stop_reason": "stop",
+    }
+
+
 def test_instrument_with_something_else_says_what_it_takes() -> None:
     """A wrong argument: a TypeError naming the client classes."""
     with pytest.raises(TypeError, match=r"instrument_openai\(\) takes a openai.OpenAI or"):

@@ -256,7 +256,7 @@ class Call:
             meta["response_id"] = answer.id
         if first_token_ns is not None:
             meta["time_to_first_token_ms"] = round((first_token_ns - task.start_ns) / 1e6, 3)
-        output = settings.capturer.value(answer.output) if self.options.capture_output else None
+        output = answer.output if self.options.capture_output else None
         usage = answer.usage
         if usage:
             # Flat, like emit_llm_response's payload (and a flat dict is the cheap one to copy).
@@ -266,7 +266,12 @@ class Call:
             run_usage = task.run._usage  # what emit_llm_response adds to; run.complete reads
             for key, value in usage.items():
                 run_usage[key] = run_usage.get(key, 0) + value
-        finish(self.frame, output, closed_early=closed_early)
+        if closed_early:
+            meta["closed_early"] = True
+        # The answer is a value built here from the SDK's response, held by nothing else: its
+        # capture (bounding, redaction) is left to the dispatcher, off the caller's thread.
+        if self.frame.owns_run or not task._complete_uncaptured(output):
+            finish(self.frame, settings.capturer.value(output))
 
     def fail(self, exc: BaseException) -> None:
         """Fail the task with the SDK's exception, its HTTP status kept in the metadata."""
