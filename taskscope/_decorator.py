@@ -30,9 +30,13 @@ from ._scope import (
     begin_run,
     begin_task,
     close_unfinished,
+    end_returned,
     fail,
+    fast_run,
     finish,
     pending_coroutines,
+    reset_task,
+    start_task,
 )
 from ._spec import Opener, Spec, callable_kind, with_tags
 
@@ -51,11 +55,18 @@ _reset_task = _context.current_task_var.reset
 class _TaskOpener:
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
+        # The C wrapper's capture (its bound-argument table) when the C module is in use.
+        speedups = _accel.speedups
+        self.capture: Callable[[Any, tuple[Any, ...], dict[str, Any]], Any] = (
+            _task_call(speedups, spec, None, None, None).capture
+            if speedups is not None
+            else spec.captured_input
+        )
 
     def prepare(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if _get_run() is None and (settings.disabled or not settings.auto_run):
             return None
-        return self.spec.captured_input(instance, args, kwargs)
+        return self.capture(instance, args, kwargs)
 
     def begin(self, captured_input: Any) -> Frame | None:
         spec = self.spec
@@ -153,24 +164,26 @@ def _c_task_wrapper(speedups: Any, spec: Spec, generic: Callable[..., Any]) -> C
     def finish(task: Task, result: Any) -> None:
         task._finish_managed(spec.task_output(task, result))
 
-    return cast(
-        Callable[..., Any],
-        speedups.TaskCall(
-            spec=spec,
-            name=spec.name,
-            kind=spec.kind,
-            names=spec.binder.positional,
-            metadata=spec.metadata or None,
-            outside=outside,
-            generic=generic,
-            capture_slow=spec.captured_input,
-            finish_slow=finish,
-            capture_input=spec.capture_input,
-            raw_output=spec.capture_output and spec.process_output is None,
-            unbound=UNBOUND,
-            defaults=spec.binder.defaults,
-            merge_kwargs=spec.binder.var_keyword is None,
-        ),
+    return cast(Callable[..., Any], _task_call(speedups, spec, outside, generic, finish))
+
+
+def _task_call(speedups: Any, spec: Spec, outside: Any, generic: Any, finish: Any) -> Any:
+    """``_speedups.TaskCall`` for ``spec``: the sync wrapper, and the others' input capture."""
+    return speedups.TaskCall(
+        spec=spec,
+        name=spec.name,
+        kind=spec.kind,
+        names=spec.binder.positional,
+        metadata=spec.metadata or None,
+        outside=outside,
+        generic=generic,
+        capture_slow=spec.captured_input,
+        finish_slow=finish,
+        capture_input=spec.capture_input,
+        raw_output=spec.capture_output and spec.process_output is None,
+        unbound=UNBOUND,
+        defaults=spec.binder.defaults,
+        merge_kwargs=spec.binder.var_keyword is None,
     )
 
 
@@ -197,8 +210,40 @@ def _sync_wrapper(opener: Opener) -> Callable[..., Any]:
 
 def _coroutine_wrapper(opener: Opener) -> Callable[..., Any]:
     spec = opener.spec
+    # The short road (see _scope): a task, no metadata, in a recording run with no live exporter.
+    short = isinstance(opener, _TaskOpener) and not spec.metadata
+    name = spec.name
+    kind = spec.kind
+    raw = spec.capture_output and spec.process_output is None
 
     async def traced(coroutine: Any, captured_input: Any) -> Any:
+        if short:
+            parent = _get_task()
+            run = fast_run(parent)
+            if run is not None:
+                try:
+                    task = start_task(run, parent, name, captured_input, None, kind)
+                except Exception:
+                    internal_error("task-start")
+                    return await coroutine
+                pending = Frame(task, run, False)
+                token = _set_task(task)
+                pending_coroutines.add(pending)
+                try:
+                    result = await coroutine
+                except GeneratorExit:
+                    reset_task(token, task)
+                    close_unfinished(pending)
+                    raise
+                except BaseException as exc:
+                    reset_task(token, task)
+                    task._fail_managed(exc)
+                    raise
+                finally:
+                    pending_coroutines.discard(pending)
+                reset_task(token, task)
+                end_returned(run, task, result if raw else spec.task_output(task, result), raw)
+                return result
         frame = opener.begin(captured_input)  # the task starts when the coroutine runs
         if frame is None:
             return await coroutine

@@ -18,7 +18,7 @@ import atexit
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _accel, _context, _live
 from ._capture import IMMUTABLE_SCALARS
@@ -332,8 +332,21 @@ def _exit_short(entry: tuple[Any, Any], exc: BaseException | None) -> None:
     end_returned(task.run, task, task.output, True)
 
 
-class TaskScope(FrameBlock):
-    """``with``/``async with`` form of a task: current inside the block, ended on exit."""
+class _ScopeTwin:
+    """The Python twin of ``_speedups.ScopeBase``: a block's fields, and its short road.
+
+    A block in the current, recording run (no live exporter, no input or metadata of its own)
+    opens its task with ``start_task`` and ends it with ``end_task``; any other block goes
+    through ``TaskScope._enter_slow``/``_exit_slow`` (frames). Entries on the short road are
+    ``(task, token)``; FrameBlock's exit search knows both kinds.
+    """
+
+    name: str
+    _input: Any
+    _metadata: Mapping[str, Any] | None
+    _kind: str
+    _run: Run | None
+    _entries: list[tuple[Frame | Task | None, Any]]
 
     def __init__(
         self,
@@ -344,27 +357,14 @@ class TaskScope(FrameBlock):
         kind: str = "task",
         run: Run | None = None,
     ) -> None:
-        self._entries = []  # FrameBlock's, made here: this runs for every with block
         if name.__class__ is not str:
-            check_name(name, "task")
+            self._check_name(name)
+        self._entries = []
         self.name = name
         self._input = input
         self._metadata = metadata
         self._kind = kind
         self._run = run
-
-    def _begin(self) -> Frame | None:
-        captured = settings.capturer.value(self._input) if self._input is not None else None
-        run = self._run
-        if run is None:
-            return begin_task(self.name, captured, self._metadata, self._kind)
-        if not run.recording:
-            return Frame(None, NOOP_RUN, False)
-        current = _context.get_current_task()
-        parent = current if current is not None and current.run is run else None
-        task = run._open_task(self.name, captured, self._metadata, self._kind, True, parent)
-        # An explicit run that is not current becomes current for the block.
-        return Frame(task, run, False, activates_run=_context.get_current_run() is not run)
 
     def __enter__(self) -> Task:
         run = self._run
@@ -384,11 +384,7 @@ class TaskScope(FrameBlock):
             if task is not None:
                 self._entries.append((task, _set_task(task)))
                 return task
-        frame = self._begin()
-        self._enter_frame(frame)
-        if frame is None or frame.task is None:
-            return NOOP_TASK
-        return frame.task
+        return self._enter_slow()
 
     def __exit__(
         self,
@@ -400,24 +396,25 @@ class TaskScope(FrameBlock):
         if entries:
             task, token = entries[-1]
             if task is not None and task is _get_task():  # the short road's entry, innermost
+                assert isinstance(task, Task)
                 entries.pop()
                 try:
                     _reset_task(token)
                 except ValueError:  # made in another Context: see taskscope._context
-                    _context.reset_task(token, task)
+                    self._reset_elsewhere(token, task)
                 if exc is not None:
                     task._fail_managed(exc)
                     return
-                output = task.output
-                try:
-                    if output is None and end_task(task.run, task, None):
+                if task.output is None:
+                    try:
+                        if end_task(task.run, task, None):
+                            return
+                    except Exception:
+                        internal_error("finish")
                         return
-                except Exception:
-                    internal_error("finish")
-                    return
-                end_returned(task.run, task, output, True)
+                self._end_short(task)
                 return
-        self._exit_frame(exc)
+        self._exit_slow(exc_type, exc, tb)
 
     async def __aenter__(self) -> Task:
         return self.__enter__()
@@ -429,3 +426,94 @@ class TaskScope(FrameBlock):
         tb: TracebackType | None,
     ) -> None:
         self.__exit__(exc_type, exc, tb)
+
+    # What the frame-based road and the rare cases are, in TaskScope.
+    def _check_name(self, name: object) -> None:
+        raise NotImplementedError
+
+    def _enter_slow(self) -> Task:
+        raise NotImplementedError
+
+    def _exit_slow(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        raise NotImplementedError
+
+    def _end_short(self, task: Task) -> None:
+        raise NotImplementedError
+
+    def _reset_elsewhere(self, token: Any, task: Task) -> None:
+        raise NotImplementedError
+
+
+# The C base when the C module is in use (the same fields and short road, in C), else the twin.
+_ScopeBase: Any = _accel.compiled.ScopeBase if _accel.compiled is not None else _ScopeTwin
+
+
+class TaskScope(_ScopeBase, FrameBlock):  # type: ignore[misc]
+    """``with``/``async with`` form of a task: current inside the block, ended on exit."""
+
+    if TYPE_CHECKING:  # the base's signatures, for type checkers (the base may be C)
+        name: str
+        _input: Any
+        _metadata: Mapping[str, Any] | None
+        _kind: str
+        _run: Run | None
+
+        def __init__(
+            self,
+            name: str,
+            *,
+            input: Any = None,
+            metadata: Mapping[str, Any] | None = None,
+            kind: str = "task",
+            run: Run | None = None,
+        ) -> None: ...
+
+        def __enter__(self) -> Task: ...
+
+        def __exit__(
+            self,
+            exc_type: type[BaseException] | None,
+            exc: BaseException | None,
+            tb: TracebackType | None,
+        ) -> None: ...
+
+        async def __aenter__(self) -> Task: ...
+
+        async def __aexit__(
+            self,
+            exc_type: type[BaseException] | None,
+            exc: BaseException | None,
+            tb: TracebackType | None,
+        ) -> None: ...
+
+    def _check_name(self, name: object) -> None:
+        check_name(name, "task")
+
+    def _begin(self) -> Frame | None:
+        captured = settings.capturer.value(self._input) if self._input is not None else None
+        run = self._run
+        if run is None:
+            return begin_task(self.name, captured, self._metadata, self._kind)
+        if not run.recording:
+            return Frame(None, NOOP_RUN, False)
+        current = _context.get_current_task()
+        parent = current if current is not None and current.run is run else None
+        task = run._open_task(self.name, captured, self._metadata, self._kind, True, parent)
+        # An explicit run that is not current becomes current for the block.
+        return Frame(task, run, False, activates_run=_context.get_current_run() is not run)
+
+    def _enter_slow(self) -> Task:
+        frame = self._begin()
+        self._enter_frame(frame)
+        if frame is None or frame.task is None:
+            return NOOP_TASK
+        return frame.task
+
+    def _exit_slow(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self._exit_frame(exc)
+
+    def _end_short(self, task: Task) -> None:
+        end_returned(task.run, task, task.output, True)
+
+    def _reset_elsewhere(self, token: Any, task: Task) -> None:
+        _context.reset_task(token, task)

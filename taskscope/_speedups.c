@@ -59,6 +59,9 @@ static PyObject *s_run, *s_recording, *s_live, *s_capturer, *s_spec_capturer, *s
     *s_arguments, *s_status, *s_skip_reason, *s_metadata, *s_fail_managed, *s_put, *s_append,
     *s_seq, *s_id, *s_id_attr, *s_n, *s_parent, *s_name, *s_start_ns, *s_input, *s_kind,
     *s_end_seq, *s_running, *s_completed, *s_task, *s_flat_limits, *s_task_start_kind, *s_convert_kind, *s_end_kind;
+static PyObject *s_enter_slow, *s_exit_slow, *s_end_short, *s_reset_elsewhere, *s_check_name,
+    *s_output, *s_begin_kind, *s_finish_kind, *s_task_kind_default;
+static PyObject *s_kw_input, *s_kw_metadata, *s_kw_kind;
 static PyObject *op_codes[OP_CODES];
 static PyObject *empty_tuple;
 
@@ -96,6 +99,18 @@ intern_all(void)
     INTERN(s_task_start_kind, "task-start");
     INTERN(s_convert_kind, "convert");
     INTERN(s_end_kind, "task-end");
+    INTERN(s_enter_slow, "_enter_slow");
+    INTERN(s_exit_slow, "_exit_slow");
+    INTERN(s_end_short, "_end_short");
+    INTERN(s_reset_elsewhere, "_reset_elsewhere");
+    INTERN(s_check_name, "_check_name");
+    INTERN(s_output, "output");
+    INTERN(s_begin_kind, "begin-task");
+    INTERN(s_finish_kind, "finish");
+    INTERN(s_task_kind_default, "task");
+    INTERN(s_kw_input, "input");
+    INTERN(s_kw_metadata, "metadata");
+    INTERN(s_kw_kind, "kind");
 #undef INTERN
     if (!(empty_tuple = PyTuple_New(0))) return -1;
     for (int code = 0; code < OP_CODES; code++) {
@@ -1091,6 +1106,26 @@ taskcall_dealloc(TaskCall *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* capture(instance, args, kwargs): the captured input of a call, as the wrapper captures it;
+ * what the async and generator wrappers (in Python) capture their inputs with. */
+static PyObject *
+taskcall_capture(PyObject *op_self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyTuple_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "capture takes (instance, args: tuple, kwargs)");
+        return NULL;
+    }
+    TaskCall *self = (TaskCall *)op_self;
+    PyObject *instance = args[0] == self->unbound ? Py_None : args[0];
+    return capture_input(self, instance, args[1], args[2]);
+}
+
+static PyMethodDef taskcall_methods[] = {
+    {"capture", (PyCFunction)(void (*)(void))taskcall_capture, METH_FASTCALL,
+     "The captured input of a call: capture(instance, args, kwargs)."},
+    {NULL},
+};
+
 static PyMemberDef taskcall_members[] = {
     {"__vectorcalloffset__", T_PYSSIZET, offsetof(TaskCall, vectorcall), READONLY, NULL},
     {NULL},
@@ -1109,6 +1144,362 @@ static PyTypeObject TaskCallType = {
     .tp_call = PyVectorcall_Call,
     .tp_vectorcall_offset = offsetof(TaskCall, vectorcall),
     .tp_members = taskcall_members,
+    .tp_methods = taskcall_methods,
+};
+
+
+/* -- ScopeBase: the with/async-with block of a task (taskscope._scope.TaskScope's base) ------ */
+
+/* Ready: an awaitable already done, with its value; what __aenter__/__aexit__ return so an
+ * ``async with`` costs no coroutine. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *value;  /* NULL once handed over */
+} Ready;
+
+static void
+ready_dealloc(Ready *self)
+{
+    Py_XDECREF(self->value);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+ready_await(PyObject *self)
+{
+    return Py_NewRef(self);
+}
+
+static PyObject *
+ready_next(Ready *self)
+{
+    PyObject *value = self->value;
+    if (value == NULL) return NULL;  /* StopIteration with no value */
+    self->value = NULL;
+    if (value == Py_None) {
+        Py_DECREF(value);
+        return NULL;
+    }
+    PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, value);
+    Py_DECREF(value);
+    if (stop == NULL) return NULL;
+    PyErr_SetObject(PyExc_StopIteration, stop);
+    Py_DECREF(stop);
+    return NULL;
+}
+
+static PyAsyncMethods ready_async = {.am_await = ready_await};
+
+static PyTypeObject ReadyType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "taskscope._speedups.Ready",
+    .tp_basicsize = sizeof(Ready),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_dealloc = (destructor)ready_dealloc,
+    .tp_as_async = &ready_async,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)ready_next,
+};
+
+/* A new Ready holding value (a new reference taken); NULL passes an error through. */
+static PyObject *
+ready(PyObject *value)
+{
+    if (value == NULL) return NULL;
+    Ready *made = PyObject_New(Ready, &ReadyType);
+    if (made == NULL) {
+        Py_DECREF(value);
+        return NULL;
+    }
+    made->value = value;
+    return (PyObject *)made;
+}
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *name;
+    PyObject *input;
+    PyObject *metadata;
+    PyObject *kind;
+    PyObject *run;
+    PyObject *entries;  /* (task, token) for a block on the short road, (frame, tokens) else */
+    PyObject *dict;
+    PyObject *weakrefs;
+} ScopeBase;
+
+
+/* (name, *, input=None, metadata=None, kind="task", run=None), parsed by hand: with blocks are
+ * made at every use, and PyArg_ParseTupleAndKeywords cost more than the rest of __init__. */
+static int
+scope_init(ScopeBase *self, PyObject *args, PyObject *kwargs)
+{
+    PyObject *name, *input = Py_None, *metadata = Py_None, *kind = s_task_kind_default,
+                    *run = Py_None;
+    if (PyTuple_GET_SIZE(args) != 1) {
+        PyErr_SetString(PyExc_TypeError, "TaskScope() takes the name, then keyword arguments");
+        return -1;
+    }
+    name = PyTuple_GET_ITEM(args, 0);
+    if (kwargs != NULL) {
+        Py_ssize_t position = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(kwargs, &position, &key, &value)) {
+            PyObject **slot = NULL;
+            if (key == s_run) slot = &run;
+            else if (key == s_kw_input) slot = &input;
+            else if (key == s_kw_metadata) slot = &metadata;
+            else if (key == s_kw_kind) slot = &kind;
+            else if (PyUnicode_Check(key)) {
+                if (PyUnicode_Compare(key, s_run) == 0) slot = &run;
+                else if (PyUnicode_Compare(key, s_kw_input) == 0) slot = &input;
+                else if (PyUnicode_Compare(key, s_kw_metadata) == 0) slot = &metadata;
+                else if (PyUnicode_Compare(key, s_kw_kind) == 0) slot = &kind;
+            }
+            if (slot == NULL) {
+                PyErr_Format(PyExc_TypeError, "TaskScope() got an unexpected keyword argument %R",
+                             key);
+                return -1;
+            }
+            *slot = value;
+        }
+    }
+    if (!PyUnicode_CheckExact(name)) {  /* TaskScope._check_name raises the library's error */
+        PyObject *done = PyObject_CallMethodOneArg((PyObject *)self, s_check_name, name);
+        if (done == NULL) return -1;
+        Py_DECREF(done);
+    }
+    PyObject *entries = PyList_New(0);
+    if (entries == NULL) return -1;
+    Py_XSETREF(self->entries, entries);
+#define KEEP(field) Py_INCREF(field); Py_XSETREF(self->field, field)
+    KEEP(name);
+    KEEP(input);
+    KEEP(metadata);
+    KEEP(kind);
+    KEEP(run);
+#undef KEEP
+    return 0;
+}
+
+/* The task the short road opened for this block: a new reference; NULL (no error set) when
+ * the block takes the frame-based road; NULL with an error set on failure. */
+static PyObject *
+scope_short_task(ScopeBase *self)
+{
+    PyObject *run = self->run;
+    if (run == NULL || run == Py_None || self->input != Py_None || self->name == NULL ||
+        !PyUnicode_Check(self->name) || !PyUnicode_Check(self->kind))
+        return NULL;
+    if (self->metadata != Py_None) {
+        int has = PyObject_IsTrue(self->metadata);
+        if (has != 0) return NULL;  /* metadata to capture, or an error */
+    }
+    PyObject *current = NULL, *parent = NULL, *task = NULL;
+    if (PyContextVar_Get(run_var, Py_None, &current) < 0) return NULL;
+    Py_DECREF(current);  /* only compared */
+    if (current != run) return NULL;
+    int recording = 1;
+    if (Py_TYPE(run) != run_layout.type) {
+        PyObject *flag = PyObject_GetAttr(run, s_recording);
+        recording = flag == NULL ? -1 : PyObject_IsTrue(flag);
+        Py_XDECREF(flag);
+    }
+    if (recording <= 0) return NULL;
+    int known;
+    PyObject *live = run_slot(run, RUN_LIVE, &known);
+    live = known ? Py_XNewRef(live) : PyObject_GetAttr(run, s_live);
+    int is_live = live == NULL ? -1 : PyObject_IsTrue(live);
+    Py_XDECREF(live);
+    if (is_live != 0) return NULL;
+    if (PyContextVar_Get(task_var, Py_None, &parent) < 0) return NULL;
+    if (parent != Py_None) {
+        PyObject *parent_run = is_task_base(parent) ? Py_XNewRef(((TaskBase *)parent)->run)
+                                                    : PyObject_GetAttr(parent, s_run);
+        if (parent_run == NULL) {
+            Py_DECREF(parent);
+            return NULL;
+        }
+        Py_DECREF(parent_run);  /* only compared */
+        if (parent_run != run) Py_SETREF(parent, Py_NewRef(Py_None));
+    }
+    task = start_managed(run, parent, self->name, Py_None, Py_None, self->kind);
+    Py_DECREF(parent);
+    return task;
+}
+
+static PyObject *
+scope_enter(ScopeBase *self, PyObject *unused)
+{
+    if (self->entries == NULL) {
+        PyErr_SetString(PyExc_TypeError, "TaskScope.__init__ was not called");
+        return NULL;
+    }
+    PyObject *task = scope_short_task(self);
+    if (task == NULL && PyErr_Occurred()) {
+        if (report_internal(s_begin_kind) < 0) return NULL;
+    }
+    if (task != NULL) {
+        PyObject *token = PyContextVar_Set(task_var, task);
+        PyObject *entry = token == NULL ? NULL : PyTuple_Pack(2, task, token);
+        Py_XDECREF(token);
+        if (entry != NULL && PyList_Append(self->entries, entry) == 0) {
+            Py_DECREF(entry);
+            return task;
+        }
+        Py_XDECREF(entry);
+        Py_DECREF(task);
+        return NULL;
+    }
+    return PyObject_CallMethodNoArgs((PyObject *)self, s_enter_slow);
+}
+
+/* Leaves a block: the short road's entry when it is the innermost and its task is current,
+ * else TaskScope._exit_slow. Returns None (exceptions are never swallowed). */
+static PyObject *
+scope_exit(ScopeBase *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "__exit__ takes (exc_type, exc, traceback)");
+        return NULL;
+    }
+    PyObject *exc = args[1];
+    Py_ssize_t count = self->entries == NULL ? 0 : PyList_GET_SIZE(self->entries);
+    if (count > 0) {
+        PyObject *entry = PyList_GET_ITEM(self->entries, count - 1);
+        PyObject *task = PyTuple_GET_ITEM(entry, 0);
+        PyObject *current = NULL;
+        if (PyContextVar_Get(task_var, Py_None, &current) < 0) return NULL;
+        Py_DECREF(current);  /* only compared */
+        if (task != Py_None && task == current && is_task_base(task)) {
+            Py_INCREF(entry);
+            if (PyList_SetSlice(self->entries, count - 1, count, NULL) < 0) {
+                Py_DECREF(entry);
+                return NULL;
+            }
+            PyObject *token = PyTuple_GET_ITEM(entry, 1);
+            PyObject *done = NULL;
+            if (PyContextVar_Reset(task_var, token) < 0) {  /* made in another Context */
+                PyErr_Clear();
+                done = PyObject_CallMethodObjArgs((PyObject *)self, s_reset_elsewhere, token,
+                                                  task, NULL);
+                if (done == NULL) goto failed;
+                Py_DECREF(done);
+            }
+            if (exc != Py_None) {
+                done = PyObject_CallMethodOneArg(task, s_fail_managed, exc);
+                if (done == NULL) goto failed;
+                Py_DECREF(done);
+                Py_DECREF(entry);
+                Py_RETURN_NONE;
+            }
+            TaskBase *handle = (TaskBase *)task;
+            int ended = 0;
+            if (handle->output == Py_None) {
+                ended = end_plain(handle->run, task, Py_None);
+                if (ended < 0) {
+                    ended = 1;  /* reported here, not retried the slow way */
+                    if (report_internal(s_finish_kind) < 0) goto failed;
+                }
+            }
+            if (!ended) {
+                done = PyObject_CallMethodOneArg((PyObject *)self, s_end_short, task);
+                if (done == NULL) goto failed;
+                Py_DECREF(done);
+            }
+            Py_DECREF(entry);
+            Py_RETURN_NONE;
+        failed:
+            Py_DECREF(entry);
+            return NULL;
+        }
+    }
+    return PyObject_VectorcallMethod(s_exit_slow, (PyObject *[]){(PyObject *)self, args[0],
+                                                                  args[1], args[2]},
+                                     4 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+}
+
+static PyObject *
+scope_aenter(ScopeBase *self, PyObject *unused)
+{
+    return ready(scope_enter(self, NULL));
+}
+
+static PyObject *
+scope_aexit(ScopeBase *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return ready(scope_exit(self, args, nargs));
+}
+
+static int
+scope_traverse(ScopeBase *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->name);
+    Py_VISIT(self->input);
+    Py_VISIT(self->metadata);
+    Py_VISIT(self->kind);
+    Py_VISIT(self->run);
+    Py_VISIT(self->entries);
+    Py_VISIT(self->dict);
+    return 0;
+}
+
+static int
+scope_clear(ScopeBase *self)
+{
+    Py_CLEAR(self->name);
+    Py_CLEAR(self->input);
+    Py_CLEAR(self->metadata);
+    Py_CLEAR(self->kind);
+    Py_CLEAR(self->run);
+    Py_CLEAR(self->entries);
+    Py_CLEAR(self->dict);
+    return 0;
+}
+
+static void
+scope_dealloc(ScopeBase *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (self->weakrefs != NULL) PyObject_ClearWeakRefs((PyObject *)self);
+    scope_clear(self);
+    type->tp_free((PyObject *)self);  /* a subclass's type is released by subtype_dealloc */
+}
+
+static PyMethodDef scope_methods[] = {
+    {"__enter__", (PyCFunction)scope_enter, METH_NOARGS, "Open the block's task."},
+    {"__exit__", (PyCFunction)(void (*)(void))scope_exit, METH_FASTCALL, "End it."},
+    {"__aenter__", (PyCFunction)scope_aenter, METH_NOARGS, "Open the block's task."},
+    {"__aexit__", (PyCFunction)(void (*)(void))scope_aexit, METH_FASTCALL, "End it."},
+    {NULL},
+};
+
+static PyMemberDef scope_members[] = {
+    {"name", T_OBJECT, offsetof(ScopeBase, name), 0, NULL},
+    {"_input", T_OBJECT, offsetof(ScopeBase, input), 0, NULL},
+    {"_metadata", T_OBJECT, offsetof(ScopeBase, metadata), 0, NULL},
+    {"_kind", T_OBJECT, offsetof(ScopeBase, kind), 0, NULL},
+    {"_run", T_OBJECT, offsetof(ScopeBase, run), 0, NULL},
+    {"_entries", T_OBJECT, offsetof(ScopeBase, entries), 0, NULL},
+    {"__dictoffset__", T_PYSSIZET, offsetof(ScopeBase, dict), READONLY, NULL},
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(ScopeBase, weakrefs), READONLY, NULL},
+    {NULL},
+};
+
+static PyTypeObject ScopeBaseType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "taskscope._speedups.ScopeBase",
+    .tp_basicsize = sizeof(ScopeBase),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)scope_init,
+    .tp_traverse = (traverseproc)scope_traverse,
+    .tp_clear = (inquiry)scope_clear,
+    .tp_dealloc = (destructor)scope_dealloc,
+    .tp_methods = scope_methods,
+    .tp_members = scope_members,
+    .tp_dictoffset = offsetof(ScopeBase, dict),
+    .tp_weaklistoffset = offsetof(ScopeBase, weakrefs),
 };
 
 /* -- convert: intake ops into records, on the dispatcher's thread -------------------------- */
@@ -1662,13 +2053,15 @@ PyInit__speedups(void)
     if (intern_all() < 0) return NULL;
     init_hint_table();
     if (PyType_Ready(&IntakeType) < 0 || PyType_Ready(&TaskCallType) < 0 ||
-        PyType_Ready(&TaskBaseType) < 0)
+        PyType_Ready(&TaskBaseType) < 0 || PyType_Ready(&ReadyType) < 0 ||
+        PyType_Ready(&ScopeBaseType) < 0)
         return NULL;
     PyObject *module = PyModule_Create(&speedups_module);
     if (module == NULL) return NULL;
     if (PyModule_AddObjectRef(module, "Intake", (PyObject *)&IntakeType) < 0 ||
         PyModule_AddObjectRef(module, "TaskCall", (PyObject *)&TaskCallType) < 0 ||
         PyModule_AddObjectRef(module, "TaskBase", (PyObject *)&TaskBaseType) < 0 ||
+        PyModule_AddObjectRef(module, "ScopeBase", (PyObject *)&ScopeBaseType) < 0 ||
         PyModule_AddStringConstant(module, "SOURCE_HASH", TASKSCOPE_SOURCE_HASH) < 0) {
         Py_DECREF(module);
         return NULL;
