@@ -348,7 +348,7 @@ def build(client: taskscope.Client, otel: OTel) -> list[Shape]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--calls", type=int, default=2_000, help="most calls per case per round")
+    parser.add_argument("--calls", type=int, default=20_000, help="most calls per case per round")
     parser.add_argument("--json", type=Path, default=None, help="also write the table here")
     parser.add_argument("--only", default="", help="only shapes whose name contains this")
     args = parser.parse_args(argv)
