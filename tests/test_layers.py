@@ -26,6 +26,7 @@ ALLOWED_LATE_IMPORTS = {
     ("_cli.py", "taskscope.server.pages"): "starlette (the [ui] extra)",
     ("exporters/__init__.py", "taskscope.exporters.otel"): "opentelemetry (the [otel] extra)",
     ("exporters/agentos.py", "taskscope.exporters._http"): "httpx, ~40 ms to import",
+    ("exporters/_agentos_delivery.py", "taskscope.exporters._http"): "httpx, as above",
 }
 
 RECORD_A_RUN = r"""
