@@ -1,9 +1,8 @@
 """Redaction: which keys hold secrets, and secrets recognised by their shape inside text.
 
 By key: a value under a key that names a credential (``api_key``, ``Authorization``,
-``GITHUB_PAT``) is replaced by ``[REDACTED]``. A key is split into words (``X-Api-Key`` → x, api,
-key; ``refreshToken`` → refresh, token) and judged by its words, so that ``author``,
-``keyboard``, ``monkey`` and ``token_count`` are data, not secrets.
+``GITHUB_PAT``) is replaced by ``[REDACTED]``; taskscope._secret_keys judges a key by its words,
+so that ``author``, ``keyboard``, ``monkey`` and ``token_count`` are data, not secrets.
 
 By shape: text that carries a secret in a form one can recognise (``postgres://ada:pw@db``,
 ``?api_key=…``, ``Authorization: Bearer …``, ``--password=…``, ``{"password": "…"}``) keeps its
@@ -24,6 +23,7 @@ from typing import Any
 
 from . import _accel
 from ._internal import warn_once
+from ._secret_keys import is_default_secret_key, key_words, may_hold_secret_key
 
 REDACTED = "[REDACTED]"
 REDACTION_FAILED = "[REDACTED: the redaction callback raised]"
@@ -35,116 +35,16 @@ _CACHE_LIMIT = 4096
 
 RedactCallback = Callable[[Any], Any]
 
-# -- secret keys --------------------------------------------------------------------------
-
-# Found anywhere in the key once its separators are gone (``PGPASSWORD``, ``X-Api-Key``,
-# ``JSESSIONID``, ``client_secret``); ``secretary`` and ``secretariat`` are not secrets.
-_SECRET_PARTS = re.compile(
-    r"passw|passphrase|credential|apikey|privatekey|secretkey|accesskey|authorization|cookie"
-    r"|sess(?:ion)?id|(?:access|refresh|auth|api|bearer|session|csrf|xsrf)tokens?"
-    r"|secret(?!ar)"
-)
-# Whole words that are credentials on their own.
-_SECRET_WORDS = frozenset({"pwd", "pw", "auth", "bearer", "jwt"})
-# A last word that makes the key describe a secret rather than hold one: ``token_count``,
-# ``auth_type``, ``secret_name``, ``password_length``, ``session_id``, ``token_url``.
-_DESCRIPTORS = frozenset(
-    {
-        "at", "budget", "count", "counts", "enabled", "endpoint", "expires", "expiry", "field",
-        "file", "format", "id", "ids", "in", "index", "kind", "len", "length", "limit", "limits",
-        "method", "methods", "name", "names", "path", "policy", "provider", "required",
-        "scheme", "size", "ttl", "type", "types", "uri", "url", "urls", "usage", "version",
-    }
-)  # fmt: skip
-# ``token`` after one of these is a model's token, not a credential: ``max_token``,
-# ``eos_token``, ``next_token``.
-_MODEL_TOKEN_WORDS = frozenset(
-    {
-        "bos", "cache", "cached", "cls", "completion", "end", "eos", "first", "input", "last",
-        "mask", "max", "min", "n", "new", "next", "num", "output", "pad", "per", "prompt",
-        "reasoning", "sep", "special", "start", "stop", "total", "unk",
-    }
-)  # fmt: skip
-# ``tokens`` is a count (``input_tokens``) unless one of these says whose tokens they are.
-_CREDENTIAL_OWNERS = frozenset(
-    {
-        "access", "api", "app", "auth", "bearer", "bot", "client", "csrf", "github", "gitlab",
-        "hf", "id", "npm", "oauth", "personal", "pypi", "refresh", "secret", "service",
-        "session", "slack", "user", "xsrf",
-    }
-)  # fmt: skip
-# ``key`` after one of these is a credential (``private_key``, ``AccountKey``); ``cache_key``,
-# ``sort_key`` and ``primary_key`` are not.
-_KEY_OWNERS = frozenset(
-    {
-        "access", "account", "api", "app", "auth", "client", "consumer", "crypto", "deploy",
-        "encryption", "gpg", "hmac", "license", "master", "pgp", "private", "rsa", "secret",
-        "service", "session", "shared", "signing", "ssh", "storage", "subscription", "webhook",
-    }
-)  # fmt: skip
-
-
-def _may_hold_secret_key(lowered: str) -> bool:
-    """Whether lower-cased text holds letters every default secret key has.
-
-    Text without any of them holds no such key, and the key-based shapes are not looked for (a
-    key would need a separator inside one of these, ``to_ken``, to slip through). Written out:
-    a regular expression with these alternatives costs half as much again.
-    """
-    return (
-        "pass" in lowered
-        or "secret" in lowered
-        or "token" in lowered
-        or "key" in lowered
-        or "auth" in lowered
-        or "cookie" in lowered
-        or "credential" in lowered
-        or "pw" in lowered
-        or "sess" in lowered
-        or "pat" in lowered
-        or "bearer" in lowered
-        or "jwt" in lowered
-    )
-
-
-_WORDS = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
-
-
-def key_words(key: str) -> list[str]:
-    """``OPENAI_API_KEY`` → openai, api, key; ``refreshToken`` → refresh, token."""
-    return [word.lower() for word in _WORDS.findall(key)]
-
-
-def is_default_secret_key(key: str) -> bool:
-    """Whether the default rules call ``key`` a secret (see the module docstring)."""
-    words = key_words(key)
-    if not words:
-        return False
-    last = len(words) - 1
-    if last and words[last] in _DESCRIPTORS:
-        return False
-    if _SECRET_PARTS.search("".join(words)):
-        return True
-    for index, word in enumerate(words):
-        before = words[index - 1] if index else ""
-        if word in _SECRET_WORDS:
-            return True
-        if word == "token":
-            after = words[index + 1] if index < last else ""
-            if after not in _DESCRIPTORS and before not in _MODEL_TOKEN_WORDS:
-                return True
-        elif word == "tokens":
-            if before in _CREDENTIAL_OWNERS:
-                return True
-        elif word == "key":
-            # An environment variable's name in capitals ending in _KEY (STRIPE_KEY) is a key.
-            if before in _KEY_OWNERS or (index == last and last and key.isupper()):
-                return True
-        elif word in ("pat", "session") and index == last and (last or word == "session"):
-            # GITHUB_PAT (a personal access token); a session last (flask_session).
-            return True
-    return False
-
+__all__ = [  # key_words and is_default_secret_key live in _secret_keys; imported from here too
+    "MIN_SHAPE_LENGTH",
+    "REDACTED",
+    "REDACTION_FAILED",
+    "RedactCallback",
+    "Redactor",
+    "could_hold_secret",
+    "is_default_secret_key",
+    "key_words",
+]
 
 # -- secrets by shape ---------------------------------------------------------------------
 
@@ -301,7 +201,7 @@ class Redactor:
         lowered = text.lower()
         # The shapes that need a secret key, only where one could be (a URL's scheme, host
         # and query names usually hold none of these letters).
-        if self._user_key_re is not None or (self.defaults and _may_hold_secret_key(lowered)):
+        if self._user_key_re is not None or (self.defaults and may_hold_secret_key(lowered)):
             if ("'," in text or '",' in text) and (
                 "('" in text or "['" in text or '("' in text or '["' in text or "(b'" in text
             ):
