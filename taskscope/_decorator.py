@@ -53,6 +53,8 @@ _reset_task = _context.current_task_var.reset
 
 
 class _TaskOpener:
+    opens_task = True
+
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
         # The C wrapper's capture (its bound-argument table) when the C module is in use.
@@ -66,7 +68,7 @@ class _TaskOpener:
     def prepare(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if _get_run() is None and (settings.disabled or not settings.auto_run):
             return None
-        return self.capture(instance, args, kwargs)
+        return self.capture(None if instance is UNBOUND else instance, args, kwargs)
 
     def begin(self, captured_input: Any) -> Frame | None:
         spec = self.spec
@@ -74,13 +76,15 @@ class _TaskOpener:
 
 
 class _RunOpener:
+    opens_task = False
+
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
 
     def prepare(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if settings.disabled:
             return None
-        return self.spec.captured_input(instance, args, kwargs)
+        return self.spec.captured_input(None if instance is UNBOUND else instance, args, kwargs)
 
     def begin(self, captured_input: Any) -> Frame | None:
         spec = self.spec
@@ -298,7 +302,9 @@ def _instrument(fn: F, spec: Spec, opener: Opener) -> F:
     plain = kind == "function" and isinstance(opener, _TaskOpener)
     wrapper = _sync_task_wrapper(spec) if plain else _WRAPPERS[kind](opener)
     switch = _switch(enabled, spec.name) if callable(enabled) else None
-    return cast(F, _binding.make(fn, wrapper, switch, plain))
+    # Every wrapper takes UNBOUND for "no instance" (the openers' prepare maps it to None), so
+    # any plain function skips wrapt's per-call bound-method probe (see _binding).
+    return cast(F, _binding.make(fn, wrapper, switch, True))
 
 
 def _switch(enabled: Callable[[], bool], name: str) -> Callable[[], bool]:

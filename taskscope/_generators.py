@@ -11,15 +11,19 @@ import contextvars
 from collections.abc import AsyncGenerator, Callable, Generator
 from typing import TYPE_CHECKING, Any
 
-from . import _context
+from . import _accel, _context
+from ._capture import PLAIN_TYPES
 from ._config import settings
-from ._scope import Frame, fail, finish
+from ._scope import Frame, fail, fast_run, finish, reset_task, start_task
 from ._spec import Opener, Spec, processed
 
 if TYPE_CHECKING:
-    from ._client import Task
+    from ._client import Run, Task
 
 _get_run = _context.get_current_run
+_get_task = _context.get_current_task
+_set_task = _context.current_task_var.set
+_reset_task = _context.current_task_var.reset
 
 
 class Items:
@@ -85,57 +89,168 @@ def named(generator: Any, spec: Spec) -> Any:
     return generator
 
 
-def generator_wrapper(opener: Opener) -> Callable[..., Any]:
-    spec = opener.spec
+def _keeps_plain(items: Items) -> bool:
+    """Whether an int, bool or None item is captured as it is (kept without a call)."""
+    spec = items.spec
+    return (
+        items.raw is None
+        and spec.capture_output
+        and spec.process_output is None
+        and settings.capturer.redactor.callback is None
+    )
 
-    def traced(
-        generator: Generator[Any, Any, Any], captured_input: Any, origin: contextvars.Context
-    ) -> Generator[Any, Any, Any]:
-        # The task starts at the first next(): the iteration is the task.
-        frame = begin_in(origin, opener, captured_input)
-        if frame is None:
-            return (yield from generator)
-        items = Items(spec)
-        to_send: Any = None
-        to_throw: BaseException | None = None
-        while True:
+
+def _short_road(
+    generator: Generator[Any, Any, Any], frame: Frame, task: Task, items: Items
+) -> Generator[Any, Any, Any]:
+    """The loop of ``generator_wrapper`` for a task that only needs to be current at each step.
+
+    Its task is the only thing made current around each ``next()`` (no run to activate, no
+    live exporter); items that the capturer keeps as they are (int, bool, None, with no
+    redaction callback) are appended without a call. Otherwise the same as the general loop.
+    """
+    plain = _keeps_plain(items)
+    kept, limit = items.items, items.limit
+    send, throw = generator.send, generator.throw
+    to_send: Any = None
+    to_throw: BaseException | None = None
+    while True:
+        token = _set_task(task)
+        try:
+            if to_throw is not None:
+                thrown, to_throw = to_throw, None
+                item = throw(thrown)
+            else:
+                item = send(to_send)
+        except StopIteration as stop:
+            reset_task(token, task)
+            finish(frame, items.output(task))
+            return stop.value
+        except BaseException as exc:
+            reset_task(token, task)
+            fail(frame, exc, items.partial(task))
+            raise
+        try:
+            _reset_task(token)
+        except ValueError:  # made in another Context: see taskscope._context
+            reset_task(token, task)
+        if plain and item.__class__ in PLAIN_TYPES and len(kept) < limit:
+            kept.append(item)
+        else:
+            items.add(item)
+        try:
+            to_send = yield item
+        except GeneratorExit:  # close(), a break, or garbage collection
+            token = _set_task(task)
+            try:
+                generator.close()
+            except BaseException as exc:
+                reset_task(token, task)
+                fail(frame, exc, items.partial(task))
+                raise
+            reset_task(token, task)
+            finish(frame, items.output(task), closed_early=True)
+            raise
+        except BaseException as exc:  # thrown in by the consumer: pass it on
+            to_throw, to_send = exc, None
+
+
+def _frame_loop(
+    generator: Generator[Any, Any, Any], frame: Frame, items: Items
+) -> Generator[Any, Any, Any]:
+    """The general loop: the frame (task, and run when needed) made current at each step."""
+    to_send: Any = None
+    to_throw: BaseException | None = None
+    while True:
+        tokens = frame.activate()
+        try:
+            if to_throw is not None:
+                thrown, to_throw = to_throw, None
+                item = generator.throw(thrown)
+            else:
+                item = generator.send(to_send)
+        except StopIteration as stop:
+            frame.deactivate(tokens)
+            finish(frame, items.output(frame.task))
+            return stop.value
+        except BaseException as exc:
+            frame.deactivate(tokens)
+            fail(frame, exc, items.partial(frame.task))
+            raise
+        frame.deactivate(tokens)
+        items.add(item)
+        try:
+            to_send = yield item
+        except GeneratorExit:  # close(), a break, or garbage collection
             tokens = frame.activate()
             try:
-                if to_throw is not None:
-                    thrown, to_throw = to_throw, None
-                    item = generator.throw(thrown)
-                else:
-                    item = generator.send(to_send)
-            except StopIteration as stop:
-                frame.deactivate(tokens)
-                finish(frame, items.output(frame.task))
-                return stop.value
+                generator.close()
             except BaseException as exc:
                 frame.deactivate(tokens)
                 fail(frame, exc, items.partial(frame.task))
                 raise
             frame.deactivate(tokens)
-            items.add(item)
-            try:
-                to_send = yield item
-            except GeneratorExit:  # close(), a break, or garbage collection
-                tokens = frame.activate()
-                try:
-                    generator.close()
-                except BaseException as exc:
-                    frame.deactivate(tokens)
-                    fail(frame, exc, items.partial(frame.task))
-                    raise
-                frame.deactivate(tokens)
-                finish(frame, items.output(frame.task), closed_early=True)
-                raise
-            except BaseException as exc:  # thrown in by the consumer: pass it on
-                to_throw, to_send = exc, None
+            finish(frame, items.output(frame.task), closed_early=True)
+            raise
+        except BaseException as exc:  # thrown in by the consumer: pass it on
+            to_throw, to_send = exc, None
+
+
+def _iterate(
+    generator: Generator[Any, Any, Any], frame: Frame, items: Items
+) -> Generator[Any, Any, Any]:
+    """Run ``generator`` inside ``frame``: on the short road when only its task is made current
+    (C's ``TaskIter`` steps, or the Python twin ``_short_road``), else the general loop."""
+    task = frame.task
+    if task is None or frame.activates_run or frame.owns_run or task._live:
+        return (yield from _frame_loop(generator, frame, items))
+    speedups = _accel.speedups
+    if speedups is None:
+        return (yield from _short_road(generator, frame, task, items))
+    kept = items.items if _keeps_plain(items) else None
+    steps = speedups.TaskIter(generator, task, kept, items.limit, items.add, reset_task)
+    try:
+        value = yield from steps  # each step in C: the task current, the item kept
+    except GeneratorExit:  # close(), a break, or garbage collection
+        finish(frame, items.output(task), closed_early=True)
+        raise
+    except BaseException as exc:
+        fail(frame, exc, items.partial(task))
+        raise
+    finish(frame, items.output(task))
+    return value
+
+
+def generator_wrapper(opener: Opener) -> Callable[..., Any]:
+    spec = opener.spec
+    name = spec.name
+    kind = spec.kind
+    # The short road (see _scope): a task, no metadata, its run known at creation.
+    short = opener.opens_task and not spec.metadata
+
+    def traced(
+        generator: Generator[Any, Any, Any],
+        captured_input: Any,
+        origin: contextvars.Context,
+        run: Run | None,
+        parent: Task | None,
+    ) -> Generator[Any, Any, Any]:
+        # The task starts at the first next(): the iteration is the task.
+        if run is not None and run.recording and not run._live:
+            task = start_task(run, parent, name, captured_input, None, kind)
+            frame: Frame | None = Frame(task, run, False, activates_run=_get_run() is not run)
+        else:
+            frame = begin_in(origin, opener, captured_input)
+        if frame is None:
+            return (yield from generator)
+        return (yield from _iterate(generator, frame, Items(spec)))
 
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         captured = opener.prepare(instance, args, kwargs)
         origin = contextvars.copy_context()
-        return named(traced(wrapped(*args, **kwargs), captured, origin), spec)
+        parent = _get_task() if short else None
+        run = fast_run(parent) if short else None
+        return named(traced(wrapped(*args, **kwargs), captured, origin, run, parent), spec)
 
     return wrapper
 

@@ -24,6 +24,7 @@ class Opener(Protocol):
     """How a wrapper opens its body: a task (``@task``) or a run (``@run``)."""
 
     spec: Spec
+    opens_task: bool  # a task (``@task``), not a run (``@run``)
 
     def prepare(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any: ...
 

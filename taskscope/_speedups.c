@@ -62,6 +62,7 @@ static PyObject *s_run, *s_recording, *s_live, *s_capturer, *s_spec_capturer, *s
 static PyObject *s_enter_slow, *s_exit_slow, *s_end_short, *s_reset_elsewhere, *s_check_name,
     *s_output, *s_begin_kind, *s_finish_kind, *s_task_kind_default;
 static PyObject *s_kw_input, *s_kw_metadata, *s_kw_kind;
+static PyObject *s_send, *s_throw, *s_close;
 static PyObject *op_codes[OP_CODES];
 static PyObject *empty_tuple;
 
@@ -109,6 +110,9 @@ intern_all(void)
     INTERN(s_finish_kind, "finish");
     INTERN(s_task_kind_default, "task");
     INTERN(s_kw_input, "input");
+    INTERN(s_send, "send");
+    INTERN(s_throw, "throw");
+    INTERN(s_close, "close");
     INTERN(s_kw_metadata, "metadata");
     INTERN(s_kw_kind, "kind");
 #undef INTERN
@@ -1502,6 +1506,175 @@ static PyTypeObject ScopeBaseType = {
     .tp_weaklistoffset = offsetof(ScopeBase, weakrefs),
 };
 
+/* -- TaskIter: a generator's steps with its task current, for ``yield from`` ---------------- */
+
+/* The generator wrapper (taskscope._generators) delegates to one of these with ``yield from``,
+ * so it stays a real generator while each step (make the task current, advance the wrapped
+ * generator, restore, keep the item) runs here; its Python twin is _generators._short_road. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *generator;  /* the wrapped generator */
+    PyObject *task;
+    PyObject *kept;       /* the captured items (a list), or None: every item goes to add */
+    Py_ssize_t limit;     /* how many items kept holds at most */
+    PyObject *add;        /* Items.add: an item kept is not plain, or kept is full */
+    PyObject *reset;      /* _scope.reset_task(token, task): a token made in another Context */
+} TaskIter;
+
+enum { STEP_NEXT, STEP_SEND, STEP_THROW, STEP_CLOSE };
+
+static PyObject *
+taskiter_step(TaskIter *self, int how, PyObject *value)
+{
+    if (self->generator == NULL) {
+        PyErr_SetString(PyExc_TypeError, "TaskIter was not initialised");
+        return NULL;
+    }
+    PyObject *token = PyContextVar_Set(task_var, self->task);
+    if (token == NULL) return NULL;
+    PyObject *item, *method;
+    switch (how) {
+    case STEP_NEXT:
+        item = Py_TYPE(self->generator)->tp_iternext(self->generator);
+        break;
+    case STEP_SEND:
+        item = PyObject_CallMethodOneArg(self->generator, s_send, value);
+        break;
+    case STEP_THROW:
+        method = PyObject_GetAttr(self->generator, s_throw);
+        item = method == NULL ? NULL : PyObject_Call(method, value, NULL);
+        Py_XDECREF(method);
+        break;
+    default:
+        item = PyObject_CallMethodNoArgs(self->generator, s_close);
+        break;
+    }
+    PyObject *type, *error, *traceback;
+    PyErr_Fetch(&type, &error, &traceback);
+    if (PyContextVar_Reset(task_var, token) < 0) {
+        PyErr_Clear();
+        PyObject *done = PyObject_CallFunctionObjArgs(self->reset, token, self->task, NULL);
+        if (done == NULL) PyErr_Clear();  /* the body's own outcome goes on */
+        Py_XDECREF(done);
+    }
+    PyErr_Restore(type, error, traceback);
+    Py_DECREF(token);
+    if (item == NULL || how == STEP_CLOSE) return item;
+    PyObject *kept = self->kept;
+    if (kept != Py_None && PyList_GET_SIZE(kept) < self->limit &&
+        (item == Py_None || Py_IS_TYPE(item, &PyLong_Type) || Py_IS_TYPE(item, &PyBool_Type))) {
+        if (PyList_Append(kept, item) < 0) Py_CLEAR(item);
+        return item;
+    }
+    PyObject *done = PyObject_CallOneArg(self->add, item);
+    if (done == NULL) Py_CLEAR(item);
+    Py_XDECREF(done);
+    return item;
+}
+
+static PyObject *
+taskiter_next(TaskIter *self)
+{
+    return taskiter_step(self, STEP_NEXT, NULL);
+}
+
+static PyObject *
+taskiter_send(TaskIter *self, PyObject *value)
+{
+    return taskiter_step(self, value == Py_None ? STEP_NEXT : STEP_SEND, value);
+}
+
+static PyObject *
+taskiter_throw(TaskIter *self, PyObject *args)
+{
+    return taskiter_step(self, STEP_THROW, args);
+}
+
+static PyObject *
+taskiter_close(TaskIter *self, PyObject *unused)
+{
+    PyObject *done = taskiter_step(self, STEP_CLOSE, NULL);
+    if (done == NULL) return NULL;
+    Py_DECREF(done);
+    Py_RETURN_NONE;
+}
+
+static int
+taskiter_init(TaskIter *self, PyObject *args, PyObject *kwargs)
+{
+    PyObject *generator, *task, *kept, *add, *reset;
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "OOOnOO:TaskIter", &generator, &task, &kept, &limit, &add,
+                          &reset))
+        return -1;
+    if (Py_TYPE(generator)->tp_iternext == NULL || (kept != Py_None && !PyList_Check(kept))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "TaskIter takes (generator, task, kept: list | None, limit, add, reset)");
+        return -1;
+    }
+#define KEEP(field) Py_INCREF(field); Py_XSETREF(self->field, field)
+    KEEP(generator);
+    KEEP(task);
+    KEEP(kept);
+    KEEP(add);
+    KEEP(reset);
+#undef KEEP
+    self->limit = limit;
+    return 0;
+}
+
+static int
+taskiter_traverse(TaskIter *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->generator);
+    Py_VISIT(self->task);
+    Py_VISIT(self->kept);
+    Py_VISIT(self->add);
+    Py_VISIT(self->reset);
+    return 0;
+}
+
+static int
+taskiter_clear(TaskIter *self)
+{
+    Py_CLEAR(self->generator);
+    Py_CLEAR(self->task);
+    Py_CLEAR(self->kept);
+    Py_CLEAR(self->add);
+    Py_CLEAR(self->reset);
+    return 0;
+}
+
+static void
+taskiter_dealloc(TaskIter *self)
+{
+    PyObject_GC_UnTrack(self);
+    taskiter_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef taskiter_methods[] = {
+    {"send", (PyCFunction)taskiter_send, METH_O, "Send a value into the generator."},
+    {"throw", (PyCFunction)taskiter_throw, METH_VARARGS, "Raise an exception in it."},
+    {"close", (PyCFunction)taskiter_close, METH_NOARGS, "Close it."},
+    {NULL},
+};
+
+static PyTypeObject TaskIterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "taskscope._speedups.TaskIter",
+    .tp_basicsize = sizeof(TaskIter),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)taskiter_init,
+    .tp_traverse = (traverseproc)taskiter_traverse,
+    .tp_clear = (inquiry)taskiter_clear,
+    .tp_dealloc = (destructor)taskiter_dealloc,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)taskiter_next,
+    .tp_methods = taskiter_methods,
+};
+
 /* -- convert: intake ops into records, on the dispatcher's thread -------------------------- */
 
 typedef struct {
@@ -2054,7 +2227,7 @@ PyInit__speedups(void)
     init_hint_table();
     if (PyType_Ready(&IntakeType) < 0 || PyType_Ready(&TaskCallType) < 0 ||
         PyType_Ready(&TaskBaseType) < 0 || PyType_Ready(&ReadyType) < 0 ||
-        PyType_Ready(&ScopeBaseType) < 0)
+        PyType_Ready(&ScopeBaseType) < 0 || PyType_Ready(&TaskIterType) < 0)
         return NULL;
     PyObject *module = PyModule_Create(&speedups_module);
     if (module == NULL) return NULL;
@@ -2062,6 +2235,7 @@ PyInit__speedups(void)
         PyModule_AddObjectRef(module, "TaskCall", (PyObject *)&TaskCallType) < 0 ||
         PyModule_AddObjectRef(module, "TaskBase", (PyObject *)&TaskBaseType) < 0 ||
         PyModule_AddObjectRef(module, "ScopeBase", (PyObject *)&ScopeBaseType) < 0 ||
+        PyModule_AddObjectRef(module, "TaskIter", (PyObject *)&TaskIterType) < 0 ||
         PyModule_AddStringConstant(module, "SOURCE_HASH", TASKSCOPE_SOURCE_HASH) < 0) {
         Py_DECREF(module);
         return NULL;
