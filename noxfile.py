@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["tests", "lint", "typecheck", "examples"]
@@ -91,3 +93,120 @@ def imports(session: nox.Session) -> None:
     """The layers contract (pyproject.toml, docs/decisions.md "Layers"): lint-imports."""
     session.install("-e", ".", "import-linter>=2.1")
     session.run("lint-imports")
+
+
+# -- holding the C hot path to its Python twin (docs/decisions.md) ---------------------------
+# Each of these builds the C module in a private copy of the tree (the files git tracks or would
+# track), so an instrumented build never lands next to the source the other virtualenvs import.
+
+_IS_C = "import sys, taskscope._accel as a; sys.exit(a.implementation() != 'C')"
+
+
+def _private_tree(session: nox.Session, cflags: str = "") -> Path:
+    """A copy of the tree, installed editable into the session with the C module built."""
+    import shutil
+    import subprocess
+
+    root = Path(__file__).resolve().parent
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=root,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    tree = Path(session.create_tmp()).resolve() / "tree"
+    shutil.rmtree(tree, ignore_errors=True)
+    for name in filter(None, listed.split("\0")):
+        if (root / name).is_file():
+            (tree / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / name, tree / name)
+    session.install("-e", f"{tree}[test]", env={"TASKSCOPE_CFLAGS": cflags})
+    session.run("python", "-c", _IS_C)  # a build that failed would silently test Python
+    session.chdir(tree)
+    return tree
+
+
+def _suite(session: nox.Session, *flags: str, env: dict[str, str] | None = None) -> None:
+    session.run("python", *flags, "-m", "pytest", "-q", *session.posargs, env=env)
+
+
+@nox.session(python="3.11")
+def both_paths(session: nox.Session) -> None:
+    """The whole suite on the C hot path, then on the pure-Python twin (two separate runs)."""
+    _private_tree(session)
+    _suite(session)
+    _suite(session, env={"TASKSCOPE_PURE_PYTHON": "1"})
+
+
+@nox.session(python="3.11")
+def c_coverage(session: nox.Session) -> None:
+    """Line coverage of taskscope/_speedups.c over the whole suite (gcov); fails below 90 %."""
+    tree = _private_tree(session, "--coverage -O0")
+    package = tree / "taskscope"
+    for old in package.glob("*.gcda"):
+        old.unlink()
+    try:
+        _suite(session)  # subprocesses that load the module add their counts when they exit
+    except nox.command.CommandFailed:
+        failed = True
+    else:
+        failed = False
+    (data,) = package.glob("_speedups*.gcda")
+    session.chdir(package)
+    report = session.run("gcov", "-b", data.name, external=True, silent=True)
+    files = str(report).split("File '")
+    ours = next(part for part in files if part.split("'")[0].endswith("_speedups.c"))
+    session.log(ours.strip())
+    percent = float(ours.split("Lines executed:")[1].split("%")[0])
+    session.log(f"annotated source: {package / '_speedups.c.gcov'} (##### marks unrun lines)")
+    if failed:
+        session.error("the suite failed on the coverage build")
+    if percent < 90.0:
+        session.error(f"_speedups.c line coverage {percent:.2f} % is below 90 %")
+    session.log(f"_speedups.c line coverage {percent:.2f} % (at least 90 % required)")
+
+
+@nox.session(python="3.11")
+def asan(session: nox.Session) -> None:
+    """The whole suite with the C module built with AddressSanitizer; any report fails it.
+
+    CPython itself is not instrumented: the ASan runtime is preloaded, Python allocates through
+    malloc (so the C code's reads and writes of Python objects are checked), and leak checks are
+    off (the interpreter keeps memory until exit on purpose).
+    """
+    import subprocess
+
+    libasan = subprocess.run(
+        ["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    _private_tree(session, "-fsanitize=address -fno-omit-frame-pointer -O1 -g")
+    logs = Path(session.create_tmp()).resolve() / "asan-logs"
+    for old in logs.glob("asan*"):
+        old.unlink()
+    logs.mkdir(exist_ok=True)
+    env = {
+        "LD_PRELOAD": libasan,
+        "ASAN_OPTIONS": f"detect_leaks=0:log_path={logs}/asan:halt_on_error=1",
+        "PYTHONMALLOC": "malloc",
+    }
+    session.run("python", "-c", _IS_C, env=env)  # the instrumented module loads and is used
+    failed = False
+    try:
+        _suite(session, env=env)
+    except nox.command.CommandFailed:
+        failed = True
+    reports = sorted(logs.glob("asan*"))
+    for report in reports:
+        session.log(report.read_text()[-6000:])
+    if reports:
+        session.error(f"{len(reports)} AddressSanitizer report(s), in {logs}")
+    if failed:
+        session.error("the suite failed under AddressSanitizer")
+    session.log("AddressSanitizer: no reports")
+
+
+@nox.session(python="3.11")
+def devmode(session: nox.Session) -> None:
+    """The whole suite in Python's development mode (-X dev), subprocesses included."""
+    _private_tree(session)
+    _suite(session, "-X", "dev", env={"PYTHONDEVMODE": "1"})
