@@ -74,12 +74,12 @@ def is_run(item: Run | Task) -> TypeGuard[Run]:
     The handles sit a layer above the exporters, so an exporter asks this instead of using
     ``isinstance`` with classes it cannot import.
     """
-    return item.is_run
+    return item._is_run
 
 
 def is_task(item: Run | Task) -> TypeGuard[Task]:
     """Whether a hook's ``item`` is a task (else a run)."""
-    return not item.is_run
+    return not item._is_run
 
 
 def live_exporters(exporters: Any) -> tuple[LiveExporter, ...]:

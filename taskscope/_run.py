@@ -70,7 +70,7 @@ class Run:
     )
 
     recording = True
-    is_run = True  # tells live exporters a run from a task without importing either class
+    _is_run = True  # tells live exporters a run from a task without importing either class
     _start_seq: int  # set by the dispatcher
 
     def __init__(

@@ -59,7 +59,7 @@ class Task(_TaskFields):
     """One step within a run. Ends exactly once: completed, failed or skipped."""
 
     recording = True
-    is_run = False  # tells live exporters a task from a run without importing either class
+    _is_run = False  # tells live exporters a task from a run without importing either class
 
     def __init__(
         self,
