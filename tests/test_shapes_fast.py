@@ -285,17 +285,17 @@ def test_async_with_blocks(taskscope_capture: Capture) -> None:
 def test_block_left_in_another_context(taskscope_capture: Capture) -> None:
     """A block entered in one Context and left in another still ends its task."""
     run = taskscope.Client([]).start_run(name="shapes")
-    taskscope._context.activate_run(run)
     block = run.task("moved")
-    entered = contextvars.copy_context()
+    entered = contextvars.copy_context()  # this test's own: nothing stays current after it
+    entered.run(taskscope._context.activate_run, run)
     task = entered.run(block.__enter__)
-    entered.run(lambda: None)
     # Left where the task is current, but through a token of another Context.
     leaving = entered.copy()
     leaving.run(block.__exit__, None, None, None)
     run.complete()
     assert task.status == "completed"
     assert fields(taskscope_capture.task("moved"))["status"] == "completed"
+    assert taskscope._context.get_current_run() is None
 
 
 # -- async functions ---------------------------------------------------------------------------
@@ -568,3 +568,34 @@ def test_task_call_refuses_a_malformed_defaults_table() -> None:
             generic=None, capture_slow=None, finish_slow=None, capture_input=True,
             raw_output=True, unbound=None, defaults=(("a",),), merge_kwargs=True,
         )  # fmt: skip
+
+
+def test_more_positional_arguments_than_parameters_fail_as_the_function_does(
+    taskscope_capture: Capture,
+) -> None:
+    with taskscope.run("shapes"), pytest.raises(TypeError):
+        with_default(1, 2, "x", 4)  # type: ignore[call-arg]
+    recorded = fields(taskscope_capture.task("with_default"))
+    assert recorded["status"] == "failed"
+    assert recorded["input"] == {"a": 1, "b": 2, "label": "x", "args": [4]}
+    assert recorded["error"] is not None and recorded["error"][0] == "TypeError"
+
+
+def test_blocks_with_metadata_and_in_a_current_unsampled_run(taskscope_capture: Capture) -> None:
+    with taskscope.run("shapes") as run:
+        with run.task("empty", metadata={}):
+            pass
+        with run.task("meta", metadata={"m": 1}):
+            pass
+    assert fields(taskscope_capture.task("empty"))["metadata"] == {}
+    assert fields(taskscope_capture.task("meta"))["metadata"] == {"m": 1}
+
+    unsampled = taskscope.Client([], sample_rate=0.0).start_run(name="off")
+
+    def inside() -> str:
+        taskscope._context.activate_run(unsampled)
+        with unsampled.task("nothing") as nothing:
+            return nothing.name
+
+    assert contextvars.copy_context().run(inside) == "noop"
+    assert "nothing" not in [t.name for t in taskscope_capture.tasks]
