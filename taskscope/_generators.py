@@ -257,16 +257,51 @@ def generator_wrapper(opener: Opener) -> Callable[..., Any]:
 
 def async_generator_wrapper(opener: Opener) -> Callable[..., Any]:
     spec = opener.spec
+    name = spec.name
+    kind = spec.kind
+    short_spec = opener.opens_task and not spec.metadata  # see generator_wrapper
 
     async def traced(
-        generator: AsyncGenerator[Any, Any], captured_input: Any, origin: contextvars.Context
+        generator: AsyncGenerator[Any, Any],
+        captured_input: Any,
+        origin: contextvars.Context,
+        run: Run | None,
+        parent: Task | None,
     ) -> AsyncGenerator[Any, Any]:
-        frame = begin_in(origin, opener, captured_input)
+        if run is not None and run.recording and not run._live:
+            task: Task | None = start_task(run, parent, name, captured_input, None, kind)
+            frame: Frame | None = Frame(task, run, False, activates_run=_get_run() is not run)
+        else:
+            frame = begin_in(origin, opener, captured_input)
+        task = frame.task if frame is not None else None
         items = Items(spec)
+        # The short road: only the task is made current at each step (see _short_road).
+        short = (
+            frame is not None
+            and task is not None
+            and not frame.activates_run
+            and not frame.owns_run
+            and not task._live
+        )
+        plain = short and _keeps_plain(items)
+        kept, limit = items.items, items.limit
+
+        def enter() -> Any:
+            if short:
+                return _set_task(task)
+            return frame.activate() if frame is not None else None
+
+        def leave(tokens: Any) -> None:
+            if short:
+                assert task is not None
+                reset_task(tokens, task)
+            elif frame is not None:
+                frame.deactivate(tokens)
+
         to_send: Any = None
         to_throw: BaseException | None = None
         while True:
-            tokens = frame.activate() if frame is not None else None
+            tokens = _set_task(task) if short else enter()
             try:
                 if to_throw is not None:
                     thrown, to_throw = to_throw, None
@@ -275,30 +310,39 @@ def async_generator_wrapper(opener: Opener) -> Callable[..., Any]:
                     item = await generator.asend(to_send)
             except StopAsyncIteration:
                 if frame is not None:
-                    frame.deactivate(tokens)
+                    leave(tokens)
                     finish(frame, items.output(frame.task))
                 return
             except BaseException as exc:  # CancelledError included: failed, with its type
                 if frame is not None:
-                    frame.deactivate(tokens)
+                    leave(tokens)
                     fail(frame, exc, items.partial(frame.task))
                 raise
-            if frame is not None:
+            if short:
+                try:
+                    _reset_task(tokens)
+                except ValueError:  # made in another Context: see taskscope._context
+                    reset_task(tokens, task)  # type: ignore[arg-type]
+                if plain and item.__class__ in PLAIN_TYPES and len(kept) < limit:
+                    kept.append(item)
+                else:
+                    items.add(item)
+            elif frame is not None:
                 frame.deactivate(tokens)
                 items.add(item)
             try:
                 to_send = yield item
             except GeneratorExit:
-                tokens = frame.activate() if frame is not None else None
+                tokens = enter()
                 try:
                     await generator.aclose()
                 except BaseException as exc:
                     if frame is not None:
-                        frame.deactivate(tokens)
+                        leave(tokens)
                         fail(frame, exc, items.partial(frame.task))
                     raise
                 if frame is not None:
-                    frame.deactivate(tokens)
+                    leave(tokens)
                     finish(frame, items.output(frame.task), closed_early=True)
                 raise
             except BaseException as exc:
@@ -307,6 +351,8 @@ def async_generator_wrapper(opener: Opener) -> Callable[..., Any]:
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         captured = opener.prepare(instance, args, kwargs)
         origin = contextvars.copy_context()
-        return named(traced(wrapped(*args, **kwargs), captured, origin), spec)
+        parent = _get_task() if short_spec else None
+        run = fast_run(parent) if short_spec else None
+        return named(traced(wrapped(*args, **kwargs), captured, origin, run, parent), spec)
 
     return wrapper

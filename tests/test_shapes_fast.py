@@ -13,7 +13,7 @@ import asyncio
 import contextvars
 import gc
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import AsyncGenerator, Generator, Iterator
 from typing import Any
 
 import pytest
@@ -599,3 +599,54 @@ def test_blocks_with_metadata_and_in_a_current_unsampled_run(taskscope_capture: 
 
     assert contextvars.copy_context().run(inside) == "noop"
     assert "nothing" not in [t.name for t in taskscope_capture.tasks]
+
+
+@taskscope.task("agen.echo")
+async def async_echo(first: int) -> AsyncGenerator[Any, Any]:
+    received: Any = first
+    while True:
+        try:
+            received = yield received
+        except KeyError:
+            received = "recovered"
+        if received == "stop":
+            raise RuntimeError("stopped")
+
+
+def test_async_generator_send_throw_close_and_failure(taskscope_capture: Capture) -> None:
+    async def main() -> None:
+        with taskscope.run("shapes"):
+            channel = async_echo(1)
+            assert await channel.asend(None) == 1
+            assert await channel.asend("b") == "b"
+            assert await channel.athrow(KeyError("k")) == "recovered"
+            await channel.aclose()
+            failing = async_echo(2)
+            assert await failing.asend(None) == 2
+            with pytest.raises(RuntimeError, match="stopped"):
+                await failing.asend("stop")
+            items = [item async for item in _bounded(async_echo(3))]
+            assert items == [3]
+
+    asyncio.run(main())
+    closed, failed, bounded = taskscope_capture.tasks
+    assert fields(closed) == {
+        "name": "agen.echo",
+        "status": "completed",
+        "input": {"first": 1},
+        "output": [1, "b", "recovered"],
+        "error": None,
+        "metadata": {"closed_early": True},
+        "kind": "task",
+    }
+    assert fields(failed)["status"] == "failed"
+    assert fields(failed)["output"] == [2]
+    assert fields(failed)["error"] == ("RuntimeError", "stopped")
+    assert fields(bounded)["output"] == [3]
+
+
+async def _bounded(source: AsyncGenerator[Any, Any]) -> AsyncGenerator[Any, None]:
+    async for item in source:
+        yield item
+        break
+    await source.aclose()
