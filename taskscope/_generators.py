@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from . import _accel, _context
 from ._capture import PLAIN_TYPES
 from ._config import settings
-from ._scope import Frame, fail, fast_run, finish, reset_task, start_task
+from ._scope import Frame, end_returned, fail, fast_run, finish, reset_task, start_task
 from ._spec import Opener, Spec, processed
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ def _short_road(
                 item = send(to_send)
         except StopIteration as stop:
             reset_task(token, task)
-            finish(frame, items.output(task))
+            end_returned(frame.run, task, items.output(task), False)
             return stop.value
         except BaseException as exc:
             reset_task(token, task)
@@ -217,7 +217,7 @@ def _iterate(
     except BaseException as exc:
         fail(frame, exc, items.partial(task))
         raise
-    finish(frame, items.output(task))
+    end_returned(frame.run, task, items.output(task), False)
     return value
 
 
@@ -238,6 +238,21 @@ def generator_wrapper(opener: Opener) -> Callable[..., Any]:
         # The task starts at the first next(): the iteration is the task.
         if run is not None and run.recording and not run._live:
             task = start_task(run, parent, name, captured_input, None, kind)
+            speedups = _accel.speedups
+            if speedups is not None and _get_run() is run:  # _iterate's C road, inline
+                items = Items(spec)
+                kept = items.items if _keeps_plain(items) else None
+                steps = speedups.TaskIter(generator, task, kept, items.limit, items.add, reset_task)
+                try:
+                    value = yield from steps
+                except GeneratorExit:
+                    finish(Frame(task, run, False), items.output(task), closed_early=True)
+                    raise
+                except BaseException as exc:
+                    fail(Frame(task, run, False), exc, items.partial(task))
+                    raise
+                end_returned(run, task, items.output(task), False)
+                return value
             frame: Frame | None = Frame(task, run, False, activates_run=_get_run() is not run)
         else:
             frame = begin_in(origin, opener, captured_input)

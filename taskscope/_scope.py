@@ -24,7 +24,7 @@ from . import _accel, _context, _live
 from ._capture import IMMUTABLE_SCALARS
 from ._client import NOOP_RUN, NOOP_TASK, Run, Task, check_name
 from ._config import default_client, settings
-from ._convert import TASK_END_RAW, TASK_START
+from ._convert import TASK_END, TASK_END_RAW, TASK_START
 from ._internal import internal_error, warn_once
 from ._model import ErrorInfo
 
@@ -44,19 +44,21 @@ def _start_task(
     return task
 
 
-def _end_task(run: Run, task: Task, result: Any) -> bool:
+def _end_task(run: Run, task: Task, result: Any, captured: bool = False) -> bool:
     """End ``task`` as completed with ``result`` when that needs no capturing here: True.
 
     False (and nothing done) when the task was ended, skipped or given metadata by its body,
     or ``result`` is not a scalar: the caller ends it with ``Task._finish_managed``. A scalar
-    goes to the dispatcher as it is, captured there.
+    goes to the dispatcher as it is, captured there; with ``captured``, ``result`` is already
+    captured (a generator's items) and is recorded as it is.
     """
-    if (
-        type(result) in IMMUTABLE_SCALARS
-        and task.status == "running"
-        and task._skip_reason is None
-        and task._metadata is None
-    ):
+    if task.status != "running" or task._skip_reason is not None or task._metadata is not None:
+        return False
+    if captured:
+        task.status = "completed"
+        run._put((TASK_END, task, "completed", result, None, _time_ns(), None))
+        return True
+    if type(result) in IMMUTABLE_SCALARS:
         task.status = "completed"
         run._put((TASK_END_RAW, task, "completed", result, None, _time_ns(), None))
         return True
@@ -67,7 +69,7 @@ def _end_task(run: Run, task: Task, result: Any) -> bool:
 start_task: Callable[[Run, Task | None, str, Any, Any, str], Task] = (
     _accel.compiled.start_task if _accel.compiled is not None else _start_task
 )
-end_task: Callable[[Run, Task, Any], bool] = (
+end_task: Callable[..., bool] = (
     _accel.compiled.end_task if _accel.compiled is not None else _end_task
 )
 
@@ -91,7 +93,7 @@ def reset_task(token: Any, task: Task) -> None:
 def end_returned(run: Run, task: Task, output: Any, raw: bool) -> None:
     """End a short-road task whose body returned: ``output`` raw (a value to capture) or not."""
     try:
-        if raw and end_task(run, task, output):
+        if end_task(run, task, output, not raw):
             return
         if not raw:
             task._finish_managed(output)

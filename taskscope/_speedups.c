@@ -884,18 +884,28 @@ start_task_fn(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return start_managed(args[0], args[1], args[2], args[3], args[4], args[5]);
 }
 
-/* end_task(run, task, result): ends a plain task as completed with result and says True, or
- * does nothing and says False (the caller then ends it the Python way). */
+/* end_task(run, task, result, captured=False): ends a plain task as completed with result and
+ * says True, or does nothing and says False (the caller then ends it the Python way). result
+ * is captured here (a scalar raw, a small flat dict copied), or, with captured, taken as it is
+ * (a generator's list of captured items). */
 static PyObject *
 end_task_fn(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "end_task takes (run, task, result)");
+    if (nargs != 3 && nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "end_task takes (run, task, result, captured=False)");
         return NULL;
     }
-    int status = end_plain(args[0], args[1], args[2]);
-    if (status < 0) return NULL;
-    return PyBool_FromLong(status);
+    int captured = nargs == 4 ? PyObject_IsTrue(args[3]) : 0;
+    if (captured < 0) return NULL;
+    if (!captured) {
+        int status = end_plain(args[0], args[1], args[2]);
+        if (status < 0) return NULL;
+        return PyBool_FromLong(status);
+    }
+    if (!task_is_base || !is_task_base(args[1]) || !still_running_bare((TaskBase *)args[1]))
+        Py_RETURN_FALSE;
+    if (end_completed(args[0], (TaskBase *)args[1], args[2], 0) < 0) return NULL;
+    Py_RETURN_TRUE;
 }
 
 /* Ends the task after a normal return. 0, or -1 with an exception set. */
