@@ -1202,13 +1202,29 @@ ready_next(Ready *self)
     return NULL;
 }
 
-static PyAsyncMethods ready_async = {.am_await = ready_await};
+/* The await itself: the value handed back in one step, with no StopIteration made. */
+static PySendResult
+ready_send(PyObject *op_self, PyObject *arg, PyObject **result)
+{
+    Ready *self = (Ready *)op_self;
+    *result = self->value != NULL ? self->value : Py_NewRef(Py_None);
+    self->value = NULL;
+    return PYGEN_RETURN;
+}
+
+static PyAsyncMethods ready_async = {.am_await = ready_await, .am_send = ready_send};
+
+#ifdef Py_TPFLAGS_HAVE_AM_SEND
+#define READY_FLAGS (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_AM_SEND)
+#else
+#define READY_FLAGS Py_TPFLAGS_DEFAULT
+#endif
 
 static PyTypeObject ReadyType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "taskscope._speedups.Ready",
     .tp_basicsize = sizeof(Ready),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = READY_FLAGS,
     .tp_dealloc = (destructor)ready_dealloc,
     .tp_as_async = &ready_async,
     .tp_iter = PyObject_SelfIter,

@@ -650,3 +650,40 @@ async def _bounded(source: AsyncGenerator[Any, Any]) -> AsyncGenerator[Any, None
         yield item
         break
     await source.aclose()
+
+
+@needs_c
+def test_c_async_block_awaitables_work_when_iterated_by_hand(taskscope_capture: Capture) -> None:
+    """ScopeBase's awaitables also follow the iterator protocol (for callers that drive
+    ``__await__`` themselves): the value arrives in StopIteration, once."""
+    run = taskscope.Client([]).start_run(name="shapes")
+
+    def inside() -> None:
+        taskscope._context.activate_run(run)
+        block = run.task("by-hand")
+        steps = block.__aenter__().__await__()
+        with pytest.raises(StopIteration) as entered:
+            next(steps)
+        assert entered.value.value is taskscope._context.get_current_task()
+        with pytest.raises(StopIteration) as again:
+            next(steps)
+        assert again.value.value is None
+        leaving = block.__aexit__(None, None, None).__await__()
+        with pytest.raises(StopIteration) as left:
+            next(leaving)
+        assert left.value.value is None
+
+    contextvars.copy_context().run(inside)
+    run.complete()
+    assert fields(taskscope_capture.task("by-hand"))["status"] == "completed"
+
+
+@needs_c
+def test_c_end_task_takes_an_already_captured_output(taskscope_capture: Capture) -> None:
+    assert speedups is not None
+    run = taskscope.Client([]).start_run(name="shapes")
+    task = speedups.start_task(run, None, "captured", None, None, "task")
+    assert speedups.end_task(run, task, ["kept", 1], True) is True
+    assert speedups.end_task(run, task, ["again"], True) is False
+    run.complete()
+    assert fields(taskscope_capture.task("captured"))["output"] == ["kept", 1]
