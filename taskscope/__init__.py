@@ -6,7 +6,7 @@ Only names listed in ``__all__`` are public; the implementation lives in private
 import dataclasses
 from typing import TYPE_CHECKING
 
-from . import _accel, _context, _ids, _internal, _model, _pipeline, _run, _signals
+from . import _accel, _context, _ids, _internal, _model, _open_work, _pipeline, _run, _signals
 from . import exporters as exporters
 from ._capture import CaptureLimits
 from ._client import Client
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 # module imports one above it (the layers are in docs/decisions.md, checked by lint-imports).
 _context.use_noop_run(NOOP_RUN)  # what a silenced thread sees as its current run
 _run.use_scope_type(TaskScope)  # what run.task() returns
+_pipeline.before_exit_flush.append(_open_work.end_open_work)  # at exit, end what is open
 _signals.use_exit_flush(  # what SIGTERM and SIGHUP do before the process ends
     _signals.ExitFlush(
         _pipeline.exit_flush_running, _pipeline.flush_at_exit, _pipeline.exit_deadline

@@ -62,7 +62,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(before=_fix_ids_before_fork, after_in_child=_adopt_after_fork)
 
 
-def _end_open_work(why: str) -> None:
+def end_open_work(why: str) -> None:
     """The process is going (exit, SIGTERM): nothing it started may stay "running" for ever.
 
     The tasks open here (the current thread's, where a signal handler runs) fail and the runs
@@ -78,6 +78,3 @@ def _end_open_work(why: str) -> None:
     for run in list(open_runs):
         if run.status == "running" and not run._remote:
             run._end("cancelled", None, ErrorInfo(message=why, type="cancelled"), None)
-
-
-_pipeline.before_exit_flush.append(_end_open_work)
