@@ -239,6 +239,10 @@ def generator_wrapper(opener: Opener) -> Callable[..., Any]:
         if run is not None and run.recording and not run._live:
             task = start_task(run, parent, name, captured_input, None, kind)
             speedups = _accel.speedups
+            if speedups is None and _get_run() is run:  # _iterate's Python road, one level up
+                return (
+                    yield from _short_road(generator, Frame(task, run, False), task, Items(spec))
+                )
             if speedups is not None and _get_run() is run:  # _iterate's C road, inline
                 items = Items(spec)
                 kept = items.items if _keeps_plain(items) else None
