@@ -126,8 +126,13 @@ def _private_tree(session: nox.Session, cflags: str = "") -> Path:
     return tree
 
 
-def _suite(session: nox.Session, *flags: str, env: dict[str, str] | None = None) -> None:
-    session.run("python", *flags, "-m", "pytest", "-q", *session.posargs, env=env)
+def _suite(
+    session: nox.Session,
+    *options: str,
+    flags: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> None:
+    session.run("python", *flags, "-m", "pytest", "-q", *options, *session.posargs, env=env)
 
 
 @nox.session(python="3.11")
@@ -176,23 +181,37 @@ def asan(session: nox.Session) -> None:
     """
     import subprocess
 
-    libasan = subprocess.run(
-        ["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    _private_tree(session, "-fsanitize=address -fno-omit-frame-pointer -O1 -g")
+    def library(name: str) -> str:
+        found = subprocess.run(
+            ["gcc", f"-print-file-name={name}"], capture_output=True, text=True, check=True
+        )
+        return str(Path(found.stdout.strip()).resolve())
+
+    # The C++ runtime too: without it ASan cannot find the real __cxa_throw, and a C++
+    # extension that throws (greenlet, under Playwright) aborts the interpreter.
+    preload = f"{library('libasan.so')} {library('libstdc++.so')}"
     logs = Path(session.create_tmp()).resolve() / "asan-logs"
+    _private_tree(session, "-fsanitize=address -fno-omit-frame-pointer -O1 -g")
     for old in logs.glob("asan*"):
         old.unlink()
     logs.mkdir(exist_ok=True)
     env = {
-        "LD_PRELOAD": libasan,
+        "LD_PRELOAD": preload,
         "ASAN_OPTIONS": f"detect_leaks=0:log_path={logs}/asan:halt_on_error=1",
         "PYTHONMALLOC": "malloc",
     }
     session.run("python", "-c", _IS_C, env=env)  # the instrumented module loads and is used
     failed = False
+    leave_out = [
+        # Chromium does not start with the ASan runtime preloaded (each browser test times
+        # out); the server code those tests drive runs under ASan in the rest of the suite.
+        "--ignore=tests/test_ui_browser.py",
+        "--deselect=tests/test_llm_openai.py::test_the_ui_shows_the_model_and_tokens_of_a_model_call",
+        # A known crash of _speedups.c kept as a strict xfail: its report is that bug again.
+        "--deselect=tests/test_speedups_paths.py::test_convert_refuses_a_negative_start",
+    ]
     try:
-        _suite(session, env=env)
+        _suite(session, *leave_out, env=env)
     except nox.command.CommandFailed:
         failed = True
     reports = sorted(logs.glob("asan*"))
@@ -209,4 +228,4 @@ def asan(session: nox.Session) -> None:
 def devmode(session: nox.Session) -> None:
     """The whole suite in Python's development mode (-X dev), subprocesses included."""
     _private_tree(session)
-    _suite(session, "-X", "dev", env={"PYTHONDEVMODE": "1"})
+    _suite(session, flags=("-X", "dev"), env={"PYTHONDEVMODE": "1"})

@@ -6,6 +6,8 @@ ones that call the C module's own entry points run only where it is built.
 
 from __future__ import annotations
 
+import contextvars
+import json
 import os
 import subprocess
 import sys
@@ -121,29 +123,114 @@ def test_a_redaction_callback_sees_the_fast_paths_values(memory: InMemoryExporte
     assert "account ab-123 page 7" in seen
 
 
-@needs_c
-def test_the_c_entry_points_refuse_malformed_calls() -> None:
-    # Run in a fresh interpreter: a refused setup() must not leave this process's C module
-    # half set up. Every refusal is a Python exception, never a crash.
-    script = r"""
-import collections, taskscope
+def test_a_with_block_closed_in_another_context_than_it_was_opened(
+    client: taskscope.Client, memory: InMemoryExporter
+) -> None:
+    # Opened inside a copied context (a callback, another task's context) and closed outside
+    # it: the context variable cannot be reset from here, the task still ends once.
+    with client.start_run(name="r") as run:
+        scope = run.task("elsewhere", input={"n": 1})
+        inner = contextvars.copy_context()
+        opened = inner.run(scope.__enter__)
+        assert not taskscope.current_task().is_recording()
+        assert inner.run(lambda: taskscope.current_task() is opened)
+        scope.__exit__(None, None, None)
+        assert opened.is_ended
+        with run.task("after") as after:
+            assert taskscope.current_task() is after
+    assert client.flush()
+    ended = [(t.name, t.status, t.parent_id, t.input) for t in memory.tasks if t.end_ns]
+    assert ended == [("elsewhere", "completed", None, {"n": 1}), ("after", "completed", None, None)]
+
+
+# Every public entry point of the C module and every method of its types, called with
+# argument shapes it does not expect (and its objects used without __init__): each call
+# returns or raises an ordinary exception. A crash, or a SystemError (a C function that
+# failed without setting an exception), is a bug in the C code.
+SWEEP = r"""
+import collections, json, taskscope
 from taskscope import _accel
+
 c = _accel.speedups
-def refused(call):
+
+class Odd:
+    pass
+
+odd_key = "".join(["ru", "n"])  # a keyword the C code cannot match by identity
+shapes = [(), (None,), (1,), ("x",), (Odd(),), ([],), ({},), ((),), (None, None),
+          (None, None, None), (None,) * 4, (1,) * 8, ([(1,)],), ([("bad",)],), ([(1, 2, 3)],),
+          ("x", None, None, None, None)]
+keywords = [{"bogus": 1}, {odd_key: None}, {"".join(["in", "put"]): 1}]
+
+def attempt(call, *args, **kwargs):
     try:
-        call()
-    except (TypeError, ValueError, AttributeError) as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return "accepted"
-print(refused(lambda: c.could_hold_secret(12)))
-print(refused(lambda: c.flat_copy({})))
-print(refused(lambda: c.convert([])))
-intake = c.Intake(collections.deque(), 10, 5, lambda: None, lambda op: None)
-print(refused(lambda: intake()))
-print(refused(lambda: intake.__delattr__("items")))
-print(type(intake.items).__name__)
-print(refused(lambda: c.setup(task_fields=("a",))))
+        call(*args, **kwargs)
+    except Exception as exc:
+        return type(exc).__name__
+    return "returned"
+
+outcomes = {}
+for name in sorted(dir(c)):
+    entry = getattr(c, name)
+    if name.startswith("_") or name in ("setup", "track") or not callable(entry):
+        continue  # setup is swept on its own below; track takes any object by design
+    seen = outcomes.setdefault(name, [])
+    seen += [attempt(entry, *args) for args in shapes]
+    seen += [attempt(entry, "x", **kw) for kw in keywords]
+    if isinstance(entry, type):
+        bare = entry.__new__(entry)  # never initialised
+        for method in ("__call__", "__enter__", "__exit__", "__aenter__", "__aexit__",
+                       "__next__", "send", "throw", "close", "capture", "__await__"):
+            if hasattr(bare, method):
+                seen += [attempt(getattr(bare, method), *args) for args in shapes[:6]]
+        for attr in dir(bare):
+            if not attr.startswith("__"):
+                seen.append(attempt(getattr, bare, attr))
+# convert() with well-formed arguments around ops that are not.
+from taskscope import _ops
+def noop(*args):
+    return None
+client = taskscope.Client([])
+real = client.start_run(name="r").start_task("t")  # an uninitialised one: see the xfail below
+codes = [getattr(_ops, n) for n in ("RUN_START", "RUN_END", "TASK_START", "TASK_END", "EVENT",
+                                    "TASK_END_RAW") if hasattr(_ops, n)]
+ops = [[("bad",)], [(None, None)], [(len(codes) + 5, "x")]]
+ops += [[(code, subject)] for code in codes for subject in (None, "x", real)]
+ops += [[(code, real, *(None,) * 12)] for code in codes]
+outcomes["convert(ops)"] = [attempt(c.convert, o, 0, "p", noop, 10, noop, noop, noop) for o in ops]
+queue = c.Intake(collections.deque(), 10, 5, lambda: None, lambda op: None)
+outcomes["Intake.items"] = [type(queue.items).__name__, attempt(delattr, queue, "items")]
+print(json.dumps(outcomes))
 """
+
+SETUP_SWEEP = r"""
+import json, taskscope
+from taskscope import _accel
+
+c = _accel.speedups
+
+class Slotted:
+    __slots__ = ("a",)
+
+tries = [
+    {},
+    {"task_fields": ("a",)},
+    {"task_record": Slotted, "task_fields": ("a", "b")},
+    {"task_record": Slotted, "task_fields": ["a"]},
+    {"task_fields": tuple("abcdefghijklmnop"), "event_fields": ("a",)},
+]
+refused = []
+for kwargs in tries:
+    try:
+        c.setup(**kwargs)
+        refused.append("returned")
+    except Exception as exc:
+        refused.append(type(exc).__name__)
+print(json.dumps(refused))
+"""
+
+
+def _python(script: str) -> Any:
     done = subprocess.run(
         [sys.executable, "-c", script],
         capture_output=True,
@@ -152,11 +239,52 @@ print(refused(lambda: c.setup(task_fields=("a",))))
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    lines = done.stdout.splitlines()
-    assert lines[0] == "TypeError: could_hold_secret() takes a str, not int"
-    assert lines[1].startswith("TypeError: flat_copy(")
-    assert lines[2].startswith("TypeError: convert() takes")
-    assert lines[3].startswith("TypeError: ")
-    assert lines[4] == "AttributeError: items cannot be deleted"
-    assert lines[5] == "deque"
-    assert lines[6].startswith(("TypeError: ", "ValueError: "))
+    return json.loads(done.stdout)
+
+
+@needs_c
+def test_the_c_entry_points_answer_malformed_calls_with_exceptions() -> None:
+    outcomes = _python(SWEEP)
+    assert {"convert", "flat_copy", "could_hold_secret", "TaskCall", "Intake"} <= set(outcomes)
+    for name, results in outcomes.items():
+        assert "SystemError" not in results, name
+    assert outcomes["could_hold_secret"][1:3] == ["TypeError", "TypeError"]
+    assert outcomes["convert"][0] == "TypeError"
+    assert outcomes["Intake.items"] == ["deque", "AttributeError"]
+
+
+# Found by the sweep when it was written, and left to whoever owns _speedups.c: strict, so
+# that once fixed these pass and their marks must go. (nox -s asan leaves out the crashing one,
+# whose report would be the known bug again.)
+KNOWN_BUG = "import taskscope\nfrom taskscope import _accel\nf = lambda *a: None\n{}\n"
+
+
+@needs_c
+@pytest.mark.xfail(strict=True, reason="convert() reads before its ops list for a negative start")
+def test_convert_refuses_a_negative_start() -> None:
+    script = KNOWN_BUG.format(
+        "try:\n    _accel.speedups.convert([], -3, 'p', f, 10, f, f, f)\n"
+        "except (ValueError, IndexError) as exc:\n    print(type(exc).__name__)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, f"ended by signal {-done.returncode}"  # SIGSEGV today
+
+
+@needs_c
+@pytest.mark.xfail(strict=True, reason="convert() returns NULL with no exception set")
+def test_convert_of_an_uninitialised_task_raises_an_ordinary_exception() -> None:
+    script = KNOWN_BUG.format(
+        "bare = _accel.speedups.TaskBase.__new__(_accel.speedups.TaskBase)\n"
+        "try:\n    _accel.speedups.convert([bare], 0, 'p', f, 10, f, f, f)\n"
+        "except Exception as exc:\n    print(type(exc).__name__)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() != "SystemError"  # SystemError today
+
+
+@needs_c
+def test_a_malformed_setup_is_refused() -> None:
+    refused = _python(SETUP_SWEEP)
+    assert len(refused) == 5
+    assert all(outcome in ("TypeError", "ValueError") for outcome in refused), refused
