@@ -121,8 +121,8 @@ def _private_tree(session: nox.Session, cflags: str = "") -> Path:
             (tree / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(root / name, tree / name)
     session.install("-e", f"{tree}[test]", env={"TASKSCOPE_CFLAGS": cflags})
+    session.chdir(tree)  # first: ``python -c`` imports the package in the current directory
     session.run("python", "-c", _IS_C)  # a build that failed would silently test Python
-    session.chdir(tree)
     return tree
 
 
