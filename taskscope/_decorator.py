@@ -219,12 +219,21 @@ def _coroutine_wrapper(opener: Opener) -> Callable[..., Any]:
     name = spec.name
     kind = spec.kind
     raw = spec.capture_output and spec.process_output is None
+    speedups = _accel.speedups
+
+    def finish_returned(task: Task, result: Any) -> None:
+        end_returned(task.run, task, result if raw else spec.task_output(task, result), raw)
+
+    # What the C road (_speedups.await_task) needs; its layout is fixed there.
+    config = (name, kind, raw, finish_returned, pending_coroutines, close_unfinished, reset_task)
 
     async def traced(coroutine: Any, captured_input: Any) -> Any:
         if short:
             parent = _get_task()
             run = fast_run(parent)
             if run is not None:
+                if speedups is not None:  # start, forwarding and end in C
+                    return await speedups.await_task(coroutine, run, parent, captured_input, config)
                 try:
                     task = start_task(run, parent, name, captured_input, None, kind)
                 except Exception:

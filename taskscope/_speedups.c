@@ -1701,6 +1701,321 @@ static PyTypeObject TaskIterType = {
     .tp_methods = taskiter_methods,
 };
 
+/* -- TaskAwait: an async function's task around its coroutine, for ``await`` -------------- */
+
+/* The coroutine wrapper (taskscope._decorator) awaits one of these, so it stays a real
+ * coroutine while the task's start, the forwarding of each send/throw and the task's end run
+ * here; its Python twin is the short road in _decorator._coroutine_wrapper. While it runs it
+ * sits in _scope.pending_coroutines, and has the ``task``, ``run`` and ``owns_run`` that
+ * _scope.close_unfinished reads from a frame. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *coroutine;
+    PyObject *run;
+    PyObject *parent;
+    PyObject *captured;
+    PyObject *config;   /* (name, kind, raw, finish, pending, close_unfinished, reset_task) */
+    PyObject *task;     /* once started */
+    PyObject *token;    /* the task's ContextVar token while it runs */
+    char owns_run;      /* always 0: a frame's field */
+    int state;
+} TaskAwait;
+
+static PyTypeObject TaskAwaitType;
+
+enum { AWAIT_NEW, AWAIT_RUNNING, AWAIT_DONE, AWAIT_PASSING };
+enum { CFG_NAME, CFG_KIND, CFG_RAW, CFG_FINISH, CFG_PENDING, CFG_CLOSE, CFG_RESET, CFG_SIZE };
+
+#define CFG(self, i) PyTuple_GET_ITEM((self)->config, i)
+
+/* Makes the task current before it current again, keeping any pending exception. */
+static void
+awaiter_reset(TaskAwait *self)
+{
+    PyObject *token = self->token;
+    if (token == NULL) return;
+    self->token = NULL;
+    PyObject *type, *error, *traceback;
+    PyErr_Fetch(&type, &error, &traceback);
+    if (PyContextVar_Reset(task_var, token) < 0) {  /* made in another Context */
+        PyErr_Clear();
+        PyObject *done = PyObject_CallFunctionObjArgs(CFG(self, CFG_RESET), token, self->task,
+                                                      NULL);
+        if (done == NULL) PyErr_Clear();
+        Py_XDECREF(done);
+    }
+    Py_DECREF(token);
+    PySet_Discard(CFG(self, CFG_PENDING), (PyObject *)self);
+    if (PyErr_Occurred()) PyErr_Clear();
+    PyErr_Restore(type, error, traceback);
+}
+
+static int
+awaiter_start(TaskAwait *self)
+{
+    PyObject *task = start_managed(self->run, self->parent, CFG(self, CFG_NAME), self->captured,
+                                   Py_None, CFG(self, CFG_KIND));
+    if (task == NULL) {
+        if (report_internal(s_task_start_kind) < 0) return -1;
+        self->state = AWAIT_PASSING;  /* taskscope failed: the call goes on unrecorded */
+        return 0;
+    }
+    self->task = task;
+    self->token = PyContextVar_Set(task_var, task);
+    if (self->token == NULL || PySet_Add(CFG(self, CFG_PENDING), (PyObject *)self) < 0) return -1;
+    self->state = AWAIT_RUNNING;
+    return 0;
+}
+
+/* The coroutine returned result (borrowed): the task ends as completed with it. */
+static void
+awaiter_returned(TaskAwait *self, PyObject *result)
+{
+    awaiter_reset(self);
+    self->state = AWAIT_DONE;
+    int ended = 0;
+    if (PyObject_IsTrue(CFG(self, CFG_RAW)) == 1) ended = end_plain(self->run, self->task, result);
+    if (ended == 0) {
+        PyObject *done = PyObject_CallFunctionObjArgs(CFG(self, CFG_FINISH), self->task, result,
+                                                      NULL);
+        if (done == NULL) ended = -1;
+        Py_XDECREF(done);
+    }
+    if (ended < 0 && report_internal(s_finish_kind) < 0) PyErr_Clear();  /* never the caller's */
+}
+
+/* The coroutine raised (the exception is set): the task fails with it, or ends unfinished
+ * for a GeneratorExit (closed while pending); the exception goes on. */
+static void
+awaiter_raised(TaskAwait *self)
+{
+    awaiter_reset(self);
+    self->state = AWAIT_DONE;
+    if (!PyErr_ExceptionMatches(PyExc_GeneratorExit)) {
+        fail_task(self->task);
+        return;
+    }
+    PyObject *type, *error, *traceback;
+    PyErr_Fetch(&type, &error, &traceback);
+    PyObject *done = PyObject_CallOneArg(CFG(self, CFG_CLOSE), (PyObject *)self);
+    if (done == NULL) PyErr_Clear();
+    Py_XDECREF(done);
+    PyErr_Restore(type, error, traceback);
+}
+
+static PySendResult
+awaiter_after(TaskAwait *self, PySendResult status, PyObject *result)
+{
+    if (status == PYGEN_NEXT) return status;
+    if (self->state == AWAIT_RUNNING) {
+        if (status == PYGEN_RETURN) awaiter_returned(self, result);
+        else awaiter_raised(self);
+    }
+    self->state = AWAIT_DONE;
+    return status;
+}
+
+static PySendResult
+awaiter_send(PyObject *op_self, PyObject *arg, PyObject **result)
+{
+    TaskAwait *self = (TaskAwait *)op_self;
+    *result = NULL;
+    if (self->state == AWAIT_NEW && awaiter_start(self) < 0) return PYGEN_ERROR;
+    if (self->state == AWAIT_DONE) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine");
+        return PYGEN_ERROR;
+    }
+    PySendResult status = PyIter_Send(self->coroutine, arg, result);
+    return awaiter_after(self, status, *result);
+}
+
+/* A method's answer for a send status: the yielded value, or StopIteration(value). */
+static PyObject *
+awaiter_answer(PySendResult status, PyObject *result)
+{
+    if (status == PYGEN_NEXT) return result;
+    if (status == PYGEN_RETURN) {
+        PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, result);
+        Py_DECREF(result);
+        if (stop != NULL) {
+            PyErr_SetObject(PyExc_StopIteration, stop);
+            Py_DECREF(stop);
+        }
+    }
+    return NULL;
+}
+
+static PyObject *
+awaiter_next(PyObject *op_self)
+{
+    PyObject *result;
+    PySendResult status = awaiter_send(op_self, Py_None, &result);
+    if (status == PYGEN_RETURN && result == Py_None) {
+        Py_DECREF(result);
+        return NULL;  /* StopIteration with no value */
+    }
+    return awaiter_answer(status, result);
+}
+
+static PyObject *
+awaiter_send_method(PyObject *op_self, PyObject *value)
+{
+    PyObject *result;
+    PySendResult status = awaiter_send(op_self, value, &result);
+    return awaiter_answer(status, result);
+}
+
+static PyObject *
+awaiter_throw(PyObject *op_self, PyObject *args)
+{
+    TaskAwait *self = (TaskAwait *)op_self;
+    if (self->state == AWAIT_DONE) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine");
+        return NULL;
+    }
+    if (self->state == AWAIT_NEW) self->state = AWAIT_PASSING;  /* never started: no task */
+    PyObject *method = PyObject_GetAttr(self->coroutine, s_throw);
+    PyObject *result = method == NULL ? NULL : PyObject_Call(method, args, NULL);
+    Py_XDECREF(method);
+    if (result != NULL) return result;  /* the coroutine caught it and awaits again */
+    if (!PyErr_ExceptionMatches(PyExc_StopIteration)) {
+        awaiter_after(self, PYGEN_ERROR, NULL);
+        return NULL;
+    }
+    PyObject *type, *error, *traceback;
+    PyErr_Fetch(&type, &error, &traceback);
+    PyErr_NormalizeException(&type, &error, &traceback);
+    PyObject *value = error != NULL ? PyObject_GetAttrString(error, "value") : NULL;
+    Py_XDECREF(type);
+    Py_XDECREF(error);
+    Py_XDECREF(traceback);
+    if (value == NULL) return NULL;
+    awaiter_after(self, PYGEN_RETURN, value);
+    return awaiter_answer(PYGEN_RETURN, value);
+}
+
+static PyObject *
+awaiter_close(PyObject *op_self, PyObject *unused)
+{
+    TaskAwait *self = (TaskAwait *)op_self;
+    if (self->state == AWAIT_DONE) Py_RETURN_NONE;
+    int running = self->state == AWAIT_RUNNING;
+    PyObject *done = PyObject_CallMethodNoArgs(self->coroutine, s_close);
+    if (!running) {
+        self->state = AWAIT_DONE;
+        return done;
+    }
+    if (done == NULL) {  /* closing raised something else: the task fails with it */
+        awaiter_raised(self);
+        return NULL;
+    }
+    Py_DECREF(done);
+    PyErr_SetNone(PyExc_GeneratorExit);  /* closed while pending */
+    awaiter_raised(self);
+    PyErr_Clear();
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+awaiter_await(PyObject *self)
+{
+    return Py_NewRef(self);
+}
+
+/* await_task(coroutine, run, parent, captured, config): a new TaskAwait. */
+static PyObject *
+await_task_fn(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyTuple_Check(args[4]) || PyTuple_GET_SIZE(args[4]) != CFG_SIZE ||
+        !PyAnySet_Check(PyTuple_GET_ITEM(args[4], CFG_PENDING))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "await_task takes (coroutine, run, parent, captured, config)");
+        return NULL;
+    }
+    if (task_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "taskscope._speedups.setup() was not called");
+        return NULL;
+    }
+    TaskAwait *self = PyObject_GC_New(TaskAwait, &TaskAwaitType);
+    if (self == NULL) return NULL;
+    self->coroutine = Py_NewRef(args[0]);
+    self->run = Py_NewRef(args[1]);
+    self->parent = Py_NewRef(args[2]);
+    self->captured = Py_NewRef(args[3]);
+    self->config = Py_NewRef(args[4]);
+    self->task = NULL;
+    self->token = NULL;
+    self->owns_run = 0;
+    self->state = AWAIT_NEW;
+    PyObject_GC_Track(self);
+    return (PyObject *)self;
+}
+
+static int
+awaiter_traverse(TaskAwait *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->coroutine);
+    Py_VISIT(self->run);
+    Py_VISIT(self->parent);
+    Py_VISIT(self->captured);
+    Py_VISIT(self->config);
+    Py_VISIT(self->task);
+    Py_VISIT(self->token);
+    return 0;
+}
+
+static int
+awaiter_clear(TaskAwait *self)
+{
+    Py_CLEAR(self->coroutine);
+    Py_CLEAR(self->run);
+    Py_CLEAR(self->parent);
+    Py_CLEAR(self->captured);
+    Py_CLEAR(self->config);
+    Py_CLEAR(self->task);
+    Py_CLEAR(self->token);
+    return 0;
+}
+
+static void
+awaiter_dealloc(TaskAwait *self)
+{
+    PyObject_GC_UnTrack(self);
+    awaiter_clear(self);
+    PyObject_GC_Del(self);
+}
+
+static PyMethodDef awaiter_methods[] = {
+    {"send", (PyCFunction)awaiter_send_method, METH_O, "Send a value into the coroutine."},
+    {"throw", (PyCFunction)awaiter_throw, METH_VARARGS, "Raise an exception in it."},
+    {"close", (PyCFunction)awaiter_close, METH_NOARGS, "Close it."},
+    {NULL},
+};
+
+static PyMemberDef awaiter_members[] = {
+    {"task", T_OBJECT, offsetof(TaskAwait, task), READONLY, NULL},
+    {"run", T_OBJECT, offsetof(TaskAwait, run), READONLY, NULL},
+    {"owns_run", T_BOOL, offsetof(TaskAwait, owns_run), READONLY, NULL},
+    {NULL},
+};
+
+static PyAsyncMethods awaiter_async = {.am_await = awaiter_await, .am_send = awaiter_send};
+
+static PyTypeObject TaskAwaitType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "taskscope._speedups.TaskAwait",
+    .tp_basicsize = sizeof(TaskAwait),
+    .tp_flags = READY_FLAGS | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)awaiter_traverse,
+    .tp_clear = (inquiry)awaiter_clear,
+    .tp_dealloc = (destructor)awaiter_dealloc,
+    .tp_as_async = &awaiter_async,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)awaiter_next,
+    .tp_methods = awaiter_methods,
+    .tp_members = awaiter_members,
+};
+
 /* -- convert: intake ops into records, on the dispatcher's thread -------------------------- */
 
 typedef struct {
@@ -2219,6 +2534,9 @@ static PyMethodDef module_methods[] = {
     {"convert", (PyCFunction)(void (*)(void))convert, METH_FASTCALL,
      "Records for the ops up to the next control op."},
     {"track", (PyCFunction)track, METH_O, "Give an object back to the cycle collector."},
+    {"await_task", (PyCFunction)(void (*)(void))await_task_fn, METH_FASTCALL,
+     "An awaitable that runs a coroutine as a task: await_task(coroutine, run, parent, "
+     "captured, config)."},
     {"start_task", (PyCFunction)(void (*)(void))start_task_fn, METH_FASTCALL,
      "A managed task started in run and queued: start_task(run, parent, name, input, "
      "metadata, kind)."},
@@ -2253,7 +2571,8 @@ PyInit__speedups(void)
     init_hint_table();
     if (PyType_Ready(&IntakeType) < 0 || PyType_Ready(&TaskCallType) < 0 ||
         PyType_Ready(&TaskBaseType) < 0 || PyType_Ready(&ReadyType) < 0 ||
-        PyType_Ready(&ScopeBaseType) < 0 || PyType_Ready(&TaskIterType) < 0)
+        PyType_Ready(&ScopeBaseType) < 0 || PyType_Ready(&TaskIterType) < 0 ||
+        PyType_Ready(&TaskAwaitType) < 0)
         return NULL;
     PyObject *module = PyModule_Create(&speedups_module);
     if (module == NULL) return NULL;

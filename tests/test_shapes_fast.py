@@ -10,6 +10,7 @@ same records; every field a user sees is asserted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import gc
 import threading
@@ -687,3 +688,119 @@ def test_c_end_task_takes_an_already_captured_output(taskscope_capture: Capture)
     assert speedups.end_task(run, task, ["again"], True) is False
     run.complete()
     assert fields(taskscope_capture.task("captured"))["output"] == ["kept", 1]
+
+
+@taskscope.task("coro.catches")
+async def catches() -> str:
+    with contextlib.suppress(KeyError):
+        await asyncio.sleep(0)
+    try:
+        await asyncio.sleep(0)
+    except LookupError:
+        return "caught twice"
+    return "never"
+
+
+def test_async_function_that_catches_what_is_thrown_in(taskscope_capture: Capture) -> None:
+    """throw() reaches the body; what it returns after catching is the task's output."""
+    with taskscope.run("shapes"):
+        coroutine = catches()
+        coroutine.send(None)
+        coroutine.throw(KeyError("first"))  # caught: awaits again
+        with pytest.raises(StopIteration) as stop:
+            coroutine.throw(LookupError("second"))  # caught: returns
+        assert stop.value.value == "caught twice"
+    assert fields(taskscope_capture.task("coro.catches")) == {
+        "name": "coro.catches",
+        "status": "completed",
+        "input": {},
+        "output": "caught twice",
+        "error": None,
+        "metadata": {},
+        "kind": "task",
+    }
+
+
+def test_async_function_whose_close_raises_fails_its_task(taskscope_capture: Capture) -> None:
+    @taskscope.task("coro.stubborn")
+    async def stubborn() -> None:
+        try:
+            await asyncio.sleep(0)
+        finally:
+            raise ValueError("cleanup failed")
+
+    with taskscope.run("shapes"):
+        coroutine = stubborn()
+        coroutine.send(None)
+        with pytest.raises(ValueError, match="cleanup failed"):
+            coroutine.close()
+    recorded = fields(taskscope_capture.task("coro.stubborn"))
+    assert recorded["status"] == "failed"
+    assert recorded["error"] == ("ValueError", "cleanup failed")
+
+
+@needs_c
+def test_c_await_task_driven_by_hand(taskscope_capture: Capture) -> None:
+    """The C awaitable's own protocol: iteration, send, throw before start, reuse, close."""
+    assert speedups is not None
+    run = taskscope.Client([]).start_run(name="shapes")
+    finished: list[Any] = []
+    config = (
+        "by-hand",
+        "task",
+        True,
+        lambda task, result: finished.append(result),
+        taskscope._scope.pending_coroutines,
+        taskscope._scope.close_unfinished,
+        taskscope._scope.reset_task,
+    )
+
+    async def body(value: Any) -> Any:
+        return await asyncio.sleep(0, result=value)
+
+    refused = body(1)
+    with pytest.raises(TypeError, match="await_task takes"):
+        speedups.await_task(refused, run, None, None, ())
+    refused.close()
+
+    def inside() -> None:
+        taskscope._context.activate_run(run)
+        stepped = speedups.await_task(body([1]), run, None, {"v": 1}, config)
+        assert iter(stepped) is stepped and stepped.__await__() is stepped
+        assert next(stepped) is None  # suspended in the body
+        assert stepped in taskscope._scope.pending_coroutines
+        with pytest.raises(StopIteration) as stop:
+            stepped.send("ignored")
+        assert stop.value.value == [1]
+        with pytest.raises(RuntimeError, match="reuse"):
+            next(stepped)
+        with pytest.raises(RuntimeError, match="reuse"):
+            stepped.throw(KeyError("late"))
+        assert stepped.close() is None
+
+        plain = speedups.await_task(body(None), run, None, None, config)
+        next(plain)
+        with pytest.raises(StopIteration):
+            next(plain)
+
+        unstarted = speedups.await_task(body(2), run, None, None, config)
+        with pytest.raises(KeyError):
+            unstarted.throw(KeyError("before start"))
+        closing = speedups.await_task(body(3), run, None, None, config)
+        assert closing.close() is None  # never started: nothing recorded
+
+    contextvars.copy_context().run(inside)
+    run.complete()
+    assert finished == [[1]]  # a list is ended the Python way (here, by the test's finish)
+    stepped_record, plain_record = taskscope_capture.tasks
+    assert (stepped_record.name, stepped_record.input) == ("by-hand", {"v": 1})
+    assert fields(plain_record) == {
+        "name": "by-hand",
+        "status": "completed",
+        "input": None,
+        "output": None,
+        "error": None,
+        "metadata": {},
+        "kind": "task",
+    }
+    assert not taskscope._scope.pending_coroutines
