@@ -102,7 +102,9 @@ def imports(session: nox.Session) -> None:
 _IS_C = "import sys, taskscope._accel as a; sys.exit(a.implementation() != 'C')"
 
 
-def _private_tree(session: nox.Session, cflags: str = "") -> Path:
+def _private_tree(
+    session: nox.Session, cflags: str = "", env: dict[str, str] | None = None
+) -> Path:
     """A copy of the tree, installed editable into the session with the C module built."""
     import shutil
     import subprocess
@@ -122,7 +124,7 @@ def _private_tree(session: nox.Session, cflags: str = "") -> Path:
             shutil.copy2(root / name, tree / name)
     session.install("-e", f"{tree}[test]", env={"TASKSCOPE_CFLAGS": cflags})
     session.chdir(tree)  # first: ``python -c`` imports the package in the current directory
-    session.run("python", "-c", _IS_C)  # a build that failed would silently test Python
+    session.run("python", "-c", _IS_C, env=env)  # a failed build would silently test Python
     return tree
 
 
@@ -191,7 +193,6 @@ def asan(session: nox.Session) -> None:
     # extension that throws (greenlet, under Playwright) aborts the interpreter.
     preload = f"{library('libasan.so')} {library('libstdc++.so')}"
     logs = Path(session.create_tmp()).resolve() / "asan-logs"
-    _private_tree(session, "-fsanitize=address -fno-omit-frame-pointer -O1 -g")
     for old in logs.glob("asan*"):
         old.unlink()
     logs.mkdir(exist_ok=True)
@@ -200,7 +201,7 @@ def asan(session: nox.Session) -> None:
         "ASAN_OPTIONS": f"detect_leaks=0:log_path={logs}/asan:halt_on_error=1",
         "PYTHONMALLOC": "malloc",
     }
-    session.run("python", "-c", _IS_C, env=env)  # the instrumented module loads and is used
+    _private_tree(session, "-fsanitize=address -fno-omit-frame-pointer -O1 -g", env)
     failed = False
     leave_out = [
         # Chromium does not start with the ASan runtime preloaded (each browser test times
