@@ -104,16 +104,18 @@ def test_method_arguments_that_need_capturing_and_the_general_binder(
     with taskscope.run("shapes"):
         assert agent.step([1, 2][0], b=True) == 2
         assert agent.options(1, colour="red", size=3) == 3
+        assert agent.options(2, colour="blue") == 3  # the second call: the fast path's refusal
         assert agent.rest(1, 2, 3) == 6
         with_default(1, label=secretish)
         with_default(1, label=("t", 1))  # type: ignore[arg-type]
     by_name = [(t.name, t.input) for t in taskscope_capture.tasks]
     assert by_name[0] == ("agent.step", {"a": 1, "b": True, "scale": 1})
     assert by_name[1] == ("agent.options", {"a": 1, "extra": {"colour": "red", "size": 3}})
-    assert by_name[2] == ("agent.rest", {"a": 1, "more": [2, 3]})
-    assert by_name[3][1]["label"] != secretish  # redacted by shape, as everywhere
-    assert "hunter2" not in str(by_name[3][1])
-    assert by_name[4][1] == {"a": 1, "b": 2, "label": ["t", 1]}
+    assert by_name[2] == ("agent.options", {"a": 2, "extra": {"colour": "blue"}})
+    assert by_name[3] == ("agent.rest", {"a": 1, "more": [2, 3]})
+    assert by_name[4][1]["label"] != secretish  # redacted by shape, as everywhere
+    assert "hunter2" not in str(by_name[4][1])
+    assert by_name[5][1] == {"a": 1, "b": 2, "label": ["t", 1]}
 
 
 def test_method_that_raises_fails_its_task_and_raises_unchanged(
@@ -574,9 +576,11 @@ def test_task_call_refuses_a_malformed_defaults_table() -> None:
 def test_more_positional_arguments_than_parameters_fail_as_the_function_does(
     taskscope_capture: Capture,
 ) -> None:
-    with taskscope.run("shapes"), pytest.raises(TypeError):
-        with_default(1, 2, "x", 4)  # type: ignore[call-arg]
-    recorded = fields(taskscope_capture.task("with_default"))
+    with taskscope.run("shapes"):
+        with_default(1)  # the first call of the run learns the capturer
+        with pytest.raises(TypeError):
+            with_default(1, 2, "x", 4)  # type: ignore[call-arg]
+    recorded = fields(taskscope_capture.tasks[1])
     assert recorded["status"] == "failed"
     assert recorded["input"] == {"a": 1, "b": 2, "label": "x", "args": [4]}
     assert recorded["error"] is not None and recorded["error"][0] == "TypeError"
@@ -804,3 +808,28 @@ def test_c_await_task_driven_by_hand(taskscope_capture: Capture) -> None:
         "kind": "task",
     }
     assert not taskscope._scope.pending_coroutines
+
+
+def test_async_function_resumed_in_another_context(taskscope_capture: Capture) -> None:
+    """Started in one Context and finished in another: the task still ends, once."""
+
+    @taskscope.task("coro.moves")
+    async def moves() -> int:
+        await asyncio.sleep(0)
+        return 5
+
+    with taskscope.run("shapes"):
+        coroutine = moves()
+        contextvars.copy_context().run(coroutine.send, None)
+        with pytest.raises(StopIteration) as stop:
+            contextvars.copy_context().run(coroutine.send, None)
+        assert stop.value.value == 5
+    assert fields(taskscope_capture.task("coro.moves")) == {
+        "name": "coro.moves",
+        "status": "completed",
+        "input": {},
+        "output": 5,
+        "error": None,
+        "metadata": {},
+        "kind": "task",
+    }
