@@ -38,11 +38,76 @@ class TaskCall:
         capture_input: bool,
         raw_output: bool,
         unbound: object,
+        defaults: tuple[tuple[str, Any], ...] = (),
+        merge_kwargs: bool = False,
     ) -> None: ...
     def __call__(
         self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], /
     ) -> Any: ...
+    def capture(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], /) -> Any: ...
 
+class ScopeBase:
+    """``taskscope._scope.TaskScope``'s base: its fields and its short road (see there)."""
+
+    name: str
+    _input: Any
+    _metadata: Any
+    _kind: str
+    _run: Any
+    _entries: list[Any]
+    def __init__(
+        self,
+        name: str,
+        *,
+        input: Any = None,
+        metadata: Any = None,
+        kind: str = "task",
+        run: Any = None,
+    ) -> None: ...
+    def __enter__(self) -> Any: ...
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any, /) -> None: ...
+    def __aenter__(self) -> Any: ...
+    def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any, /) -> Any: ...
+
+class TaskIter:
+    """A generator's steps with its task current (``taskscope._generators``)."""
+
+    def __init__(
+        self,
+        generator: Any,
+        task: Any,
+        kept: list[Any] | None,
+        limit: int,
+        add: Callable[[Any], None],
+        reset: Callable[[Any, Any], None],
+        /,
+    ) -> None: ...
+    def __iter__(self) -> TaskIter: ...
+    def __next__(self) -> Any: ...
+    def send(self, value: Any, /) -> Any: ...
+    def throw(self, *args: Any) -> Any: ...
+    def close(self) -> None: ...
+
+class TaskAwait:
+    """An async function's task around its coroutine (``taskscope._decorator``)."""
+
+    task: Any
+    run: Any
+    owns_run: bool
+    def __await__(self) -> TaskAwait: ...
+    def __iter__(self) -> TaskAwait: ...
+    def __next__(self) -> Any: ...
+    def send(self, value: Any, /) -> Any: ...
+    def throw(self, *args: Any) -> Any: ...
+    def close(self) -> None: ...
+
+def start_task(
+    run: Any, parent: Any, name: str, input: Any, metadata: Any, kind: str, /
+) -> Any: ...
+def end_task(run: Any, task: Any, result: Any, captured: bool = False, /) -> bool: ...
+def await_task(
+    coroutine: Any, run: Any, parent: Any, captured: Any, config: tuple[Any, ...], /
+) -> TaskAwait: ...
 def setup(
     *,
     task_var: ContextVar[Any],
