@@ -1454,10 +1454,15 @@ scope_aenter(ScopeBase *self, PyObject *unused)
     return ready(scope_enter(self, NULL));
 }
 
+static PyObject *ready_none;  /* a Ready with no value: answers None every time it is awaited */
+
 static PyObject *
 scope_aexit(ScopeBase *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    return ready(scope_exit(self, args, nargs));
+    PyObject *done = scope_exit(self, args, nargs);
+    if (done != Py_None || ready_none == NULL) return ready(done);
+    Py_DECREF(done);
+    return Py_NewRef(ready_none);  /* no allocation for the common exit */
 }
 
 static int
@@ -2576,6 +2581,15 @@ PyInit__speedups(void)
         return NULL;
     PyObject *module = PyModule_Create(&speedups_module);
     if (module == NULL) return NULL;
+    if (ready_none == NULL) {
+        Ready *made = PyObject_New(Ready, &ReadyType);
+        if (made == NULL) {
+            Py_DECREF(module);
+            return NULL;
+        }
+        made->value = NULL;
+        ready_none = (PyObject *)made;
+    }
     if (PyModule_AddObjectRef(module, "Intake", (PyObject *)&IntakeType) < 0 ||
         PyModule_AddObjectRef(module, "TaskCall", (PyObject *)&TaskCallType) < 0 ||
         PyModule_AddObjectRef(module, "TaskBase", (PyObject *)&TaskBaseType) < 0 ||
