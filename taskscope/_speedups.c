@@ -1443,9 +1443,8 @@ scope_exit(ScopeBase *self, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         }
     }
-    return PyObject_VectorcallMethod(s_exit_slow, (PyObject *[]){(PyObject *)self, args[0],
-                                                                  args[1], args[2]},
-                                     4 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    PyObject *call_args[4] = {(PyObject *)self, args[0], args[1], args[2]};
+    return PyObject_VectorcallMethod(s_exit_slow, call_args, 4, NULL);
 }
 
 static PyObject *
