@@ -2290,7 +2290,11 @@ convert_one(Converting *c, PyObject *op, PyObject *records)
         Py_CLEAR(task->end_ns);
     } else if (code == op_codes[TASK_START]) {
         TaskBase *task = bare_start ? (TaskBase *)op : op_task(op);
-        if (task == NULL || task->run == NULL) return -1;
+        if (task == NULL) return -1;
+        if (task->run == NULL) {  /* a handle made without its fields (TaskBase.__new__) */
+            PyErr_SetString(PyExc_ValueError, "a task handle without its run");
+            return -1;
+        }
         PyObject *run = task->run;
         PyObject *seq = take_seq(run);
         if (seq == NULL) return -1;
@@ -2304,7 +2308,12 @@ convert_one(Converting *c, PyObject *op, PyObject *records)
         record = event_record_of(c, op);
     } else if (code == op_codes[TASK_END] || code == op_codes[TASK_END_RAW]) {
         TaskBase *task = op_task(op);
-        if (task == NULL || task->run == NULL || end_of_op(op, &end) < 0) return -1;
+        if (task == NULL) return -1;
+        if (task->run == NULL) {
+            PyErr_SetString(PyExc_ValueError, "a task handle without its run");
+            return -1;
+        }
+        if (end_of_op(op, &end) < 0) return -1;
         /* From here on the user's references (and what they store in it) are all it has. */
         if (!PyObject_GC_IsTracked((PyObject *)task)) PyObject_GC_Track(task);
         PyObject *end_seq_object = take_seq(task->run);
@@ -2365,6 +2374,10 @@ convert(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
     Py_ssize_t start = PyLong_AsSsize_t(argv[1]);
     Py_ssize_t limit = PyLong_AsSsize_t(argv[4]);
     if ((start == -1 || limit == -1) && PyErr_Occurred()) return NULL;
+    if (start < 0) {
+        PyErr_SetString(PyExc_ValueError, "convert() takes a start of 0 or more");
+        return NULL;
+    }
     Converting c = {argv[2], argv[3], limit, argv[5], argv[6], argv[7]};
     Py_ssize_t length = PyList_GET_SIZE(ops), stop = start;
     for (; stop < length; stop++) {

@@ -253,14 +253,12 @@ def test_the_c_entry_points_answer_malformed_calls_with_exceptions() -> None:
     assert outcomes["Intake.items"] == ["deque", "AttributeError"]
 
 
-# Found by the sweep when it was written, and left to whoever owns _speedups.c: strict, so
-# that once fixed these pass and their marks must go. (nox -s asan leaves out the crashing one,
-# whose report would be the known bug again.)
+# Found by the sweep when it was written; fixed in _speedups.c (convert() refuses a negative
+# start, and a task handle without its run is a ValueError).
 KNOWN_BUG = "import taskscope\nfrom taskscope import _accel\nf = lambda *a: None\n{}\n"
 
 
 @needs_c
-@pytest.mark.xfail(strict=True, reason="convert() reads before its ops list for a negative start")
 def test_convert_refuses_a_negative_start() -> None:
     script = KNOWN_BUG.format(
         "try:\n    _accel.speedups.convert([], -3, 'p', f, 10, f, f, f)\n"
@@ -271,7 +269,6 @@ def test_convert_refuses_a_negative_start() -> None:
 
 
 @needs_c
-@pytest.mark.xfail(strict=True, reason="convert() returns NULL with no exception set")
 def test_convert_of_an_uninitialised_task_raises_an_ordinary_exception() -> None:
     script = KNOWN_BUG.format(
         "bare = _accel.speedups.TaskBase.__new__(_accel.speedups.TaskBase)\n"
