@@ -7,6 +7,9 @@ classmethods, staticmethods and callable objects bind as they would undecorated,
 ``__name__``, ``__doc__``, ``__wrapped__`` and ``inspect.signature`` are those of the function.
 What is decided once lives in ``_spec``, the generator wrappers in ``_generators``, and the
 wrapt proxies (binding, pickling) in ``_binding``.
+
+Longer than 500 lines because each wrapper here keeps its short road (C, and the Python twin
+the tests hold it to) next to its general road, so the two can be read against each other.
 """
 
 from __future__ import annotations

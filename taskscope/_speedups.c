@@ -1,13 +1,23 @@
 /* taskscope._speedups: the hot path in C.
  *
- * Three pieces, each with a pure-Python twin that stays the reference (taskscope/_accel.py
- * chooses; TASKSCOPE_PURE_PYTHON=1 forces Python):
- *   Intake    the caller's one queue append (Pipeline.put's fast case);
- *   TaskCall  the wrapper wrapt calls for a decorated sync function inside a run;
- *   convert   the dispatcher's turning of intake ops into records.
- * Anything unusual (no run, a live exporter, keyword arguments, values that need a walk, an
- * error) is handed to the Python code, so this file only ever does the common case. It holds
- * no state of its own beyond references handed over once by setup().
+ * Whole objects, each with a pure-Python twin that stays the reference (taskscope/_accel.py
+ * chooses; TASKSCOPE_PURE_PYTHON=1 forces Python; docs/decisions.md, "The C design"):
+ *   Intake     the caller's one queue append (Pipeline.put's fast case);
+ *   TaskCall   the wrapper wrapt calls for a decorated sync function inside a run, binding
+ *              methods, keyword arguments and defaults from a table made at decoration; its
+ *              capture() serves the async and generator wrappers too;
+ *   start_task, end_task   open / end a plain managed task (_scope's twins);
+ *   ScopeBase, Ready       TaskScope's fields and its with / async with short road;
+ *   TaskIter   a decorated generator's steps, behind the wrapper's ``yield from``;
+ *   TaskAwait  a decorated async function's task, behind the wrapper's ``await``;
+ *   convert    the dispatcher's turning of intake ops into records.
+ * Anything unusual (no run, a live exporter, **kwargs, values that need a walk, an error) is
+ * handed to the Python code, so this file only ever does the common case. It holds no state
+ * of its own beyond references handed over once by setup().
+ *
+ * Why one file of this size: a CPython extension module is one compilation unit here
+ * (hatch_build.py compiles this file alone, and the stale-build check hashes it); the pieces
+ * share the static state setup() fills in and the task layout. Each piece is a section below.
  */
 
 #define PY_SSIZE_T_CLEAN
