@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from . import _context, _ids, _live, _signals
+from . import _accel, _context, _ids, _live, _signals
 from ._convert import PendingError
 from ._errorinfo import exception_message
 from ._errors import StateError
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 _time_ns = time.time_ns
 _next_number = _ids.next_number
 _get_task = _context.current_task_var.get
+# The C module's short roads for start_task and emit (Python twins: the methods' own bodies).
+_compiled = _accel.compiled
 
 # ``Run.task`` returns taskscope._scope.TaskScope, which sits a layer above the handles (it opens
 # tasks through them); taskscope/__init__ hands the class over with ``use_scope_type``.
@@ -154,7 +156,13 @@ class Run:
     ) -> Task:
         """Start a task in state ``running``; end it with complete(), fail() or skip()."""
         check_name(name, "start_task")
-        return self._open_task(name, settings.capturer.value(input), metadata, kind, False)
+        captured = settings.capturer.value(input)
+        if _compiled is not None and not metadata and not self._live:
+            # The same task and start op as _open_task's, made and queued in C.
+            return _compiled.start_task(  # type: ignore[no-any-return]
+                self, self._parent_for_new_task(), name, captured, None, kind, False
+            )
+        return self._open_task(name, captured, metadata, kind, False)
 
     def _open_task(
         self,
@@ -201,6 +209,8 @@ class Run:
     def emit(self, type: str, payload: Any = None, level: str = "info") -> None:
         """Record an event (``noun.verb``) under the current task; never blocks."""
         try:
+            if _compiled is not None and _compiled.emit(self, type, payload, level):
+                return  # queued in C: the op below, field for field
             if level not in LEVELS:
                 warn_once(
                     "bad-level",

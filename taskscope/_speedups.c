@@ -73,6 +73,7 @@ static PyObject *s_enter_slow, *s_exit_slow, *s_end_short, *s_reset_elsewhere, *
     *s_output, *s_begin_kind, *s_finish_kind, *s_task_kind_default;
 static PyObject *s_kw_input, *s_kw_metadata, *s_kw_kind;
 static PyObject *s_send, *s_throw, *s_close;
+static PyObject *s_value, *s_label, *s_labels, *s_levels[4];
 static PyObject *op_codes[OP_CODES];
 static PyObject *empty_tuple;
 
@@ -125,6 +126,13 @@ intern_all(void)
     INTERN(s_close, "close");
     INTERN(s_kw_metadata, "metadata");
     INTERN(s_kw_kind, "kind");
+    INTERN(s_value, "value");
+    INTERN(s_label, "label");
+    INTERN(s_labels, "_labels");
+    INTERN(s_levels[0], "debug");
+    INTERN(s_levels[1], "info");
+    INTERN(s_levels[2], "warn");
+    INTERN(s_levels[3], "error");
 #undef INTERN
     if (!(empty_tuple = PyTuple_New(0))) return -1;
     for (int code = 0; code < OP_CODES; code++) {
@@ -449,7 +457,7 @@ is_task_base(PyObject *object)
 /* A new task handle of task_type (a subclass of TaskBase) with these fields: a new reference. */
 static PyObject *
 new_task(PyObject *run, PyObject *parent, PyObject *name, PyObject *input, PyObject *metadata,
-         PyObject *kind)
+         PyObject *kind, int managed)
 {
     PyTypeObject *type = (PyTypeObject *)task_type;
     PyObject *number = Py_TYPE(next_number)->tp_iternext
@@ -479,7 +487,7 @@ new_task(PyObject *run, PyObject *parent, PyObject *name, PyObject *input, PyObj
     task->input = Py_NewRef(input);
     Py_SETREF(task->metadata, Py_NewRef(metadata));
     Py_SETREF(task->kind, Py_NewRef(kind));
-    Py_SETREF(task->managed, Py_NewRef(Py_True));
+    Py_SETREF(task->managed, Py_NewRef(managed ? Py_True : Py_False));
     /* Until its end op is converted, the new handle is referenced by the intake and holds only
      * fresh values, so the cycle collector has nothing to find in it; walking (and promoting)
      * the hundreds queued at any moment cost more than the rest of the call. The dispatcher
@@ -763,16 +771,18 @@ capture_input(TaskCall *self, PyObject *instance, PyObject *args, PyObject *kwar
     return PyObject_Vectorcall(self->capture_slow, call_args, 3, NULL);
 }
 
-/* A managed task started in run and queued: a new reference, or NULL with an exception set. */
+/* A task started in run and queued (managed: by a decorator or block, not by hand): a new
+ * reference, or NULL with an exception set. */
 static PyObject *
-start_managed(PyObject *run, PyObject *parent, PyObject *name, PyObject *captured,
-              PyObject *metadata, PyObject *kind)
+start_queued(PyObject *run, PyObject *parent, PyObject *name, PyObject *captured,
+             PyObject *metadata, PyObject *kind, int managed)
 {
     PyObject *task;
     if (task_is_base) {
-        task = new_task(run, parent, name, captured, metadata, kind);
+        task = new_task(run, parent, name, captured, metadata, kind, managed);
     } else {
-        PyObject *task_args[7] = {run, parent, name, captured, metadata, kind, Py_True};
+        PyObject *task_args[7] = {run, parent, name, captured, metadata, kind,
+                                  managed ? Py_True : Py_False};
         task = PyObject_Vectorcall(task_type, task_args, 7, NULL);
     }
     if (task == NULL) return NULL;
@@ -782,6 +792,13 @@ start_managed(PyObject *run, PyObject *parent, PyObject *name, PyObject *capture
         return NULL;
     }
     return task;
+}
+
+static inline PyObject *
+start_managed(PyObject *run, PyObject *parent, PyObject *name, PyObject *captured,
+              PyObject *metadata, PyObject *kind)
+{
+    return start_queued(run, parent, name, captured, metadata, kind, 1);
 }
 
 /* Opens the task: a new reference, or NULL with an exception set. */
@@ -877,21 +894,25 @@ end_plain(PyObject *run, PyObject *task, PyObject *result)
     return 0;
 }
 
-/* start_task(run, parent, name, input, metadata, kind): the primitive the Python wrappers
- * (async, generators, with blocks) open a managed task with, already queued. */
+/* start_task(run, parent, name, input, metadata, kind, managed=True): the primitive the Python
+ * wrappers (async, generators, with blocks) open a managed task with, already queued; with
+ * managed false, Run.start_task's task (ended by hand). */
 static PyObject *
 start_task_fn(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 6) {
+    if (nargs != 6 && nargs != 7) {
         PyErr_SetString(PyExc_TypeError,
-                        "start_task takes (run, parent, name, input, metadata, kind)");
+                        "start_task takes (run, parent, name, input, metadata, kind, "
+                        "managed=True)");
         return NULL;
     }
     if (task_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "taskscope._speedups.setup() was not called");
         return NULL;
     }
-    return start_managed(args[0], args[1], args[2], args[3], args[4], args[5]);
+    int managed = nargs == 7 ? PyObject_IsTrue(args[6]) : 1;
+    if (managed < 0) return NULL;
+    return start_queued(args[0], args[1], args[2], args[3], args[4], args[5], managed);
 }
 
 /* end_task(run, task, result, captured=False): ends a plain task as completed with result and
@@ -916,6 +937,100 @@ end_task_fn(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_FALSE;
     if (end_completed(args[0], (TaskBase *)args[1], args[2], 0) < 0) return NULL;
     Py_RETURN_TRUE;
+}
+
+/* The level when it is one of LEVELS (debug, info, warn, error), else NULL: borrowed. */
+static PyObject *
+known_level(PyObject *level)
+{
+    if (!PyUnicode_CheckExact(level)) return NULL;
+    for (int i = 0; i < 4; i++) {
+        if (level == s_levels[i] || PyUnicode_Compare(level, s_levels[i]) == 0) return level;
+    }
+    return NULL;
+}
+
+/* emit(run, type, payload, level): Run.emit's short road. Queues the event and says True when
+ * the run has no live exporter, type is a str, level one of LEVELS and payload None, a small
+ * flat dict or anything Capturer.value captures; False (nothing done) otherwise, and Run.emit
+ * takes its Python road. The op is the one Run.emit queues, field for field. */
+static PyObject *
+emit_fn(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "emit takes (run, type, payload, level)");
+        return NULL;
+    }
+    if (task_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "taskscope._speedups.setup() was not called");
+        return NULL;
+    }
+    PyObject *run = args[0], *type = args[1], *payload = args[2], *level = args[3];
+    int known;
+    PyObject *live = run_slot(run, RUN_LIVE, &known);
+    if (!known || (live != NULL && live != empty_tuple && PyObject_IsTrue(live) != 0) ||
+        !PyUnicode_CheckExact(type) || known_level(level) == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_FALSE;
+    }
+    PyObject *capturer = PyObject_GetAttr(settings, s_capturer);
+    if (capturer == NULL) return NULL;
+    PyObject *captured = NULL, *label = NULL, *task = NULL, *occurred = NULL, *number = NULL;
+    PyObject *result = NULL;
+    if (payload == Py_None) {
+        captured = PyDict_New();
+    } else {
+        captured = PyDict_CheckExact(payload) ? captured_flat_dict(payload) : Py_NewRef(Py_None);
+        if (captured == Py_None) {  /* not a small flat dict: the capturer's whole road */
+            Py_DECREF(captured);
+            captured = PyObject_CallMethodOneArg(capturer, s_value, payload);
+        }
+    }
+    if (captured == NULL) goto done;
+    PyObject *labels = PyObject_GetAttr(capturer, s_labels);
+    if (labels == NULL) goto done;
+    label = PyDict_CheckExact(labels) ? PyDict_GetItemWithError(labels, type) : NULL;
+    Py_DECREF(labels);
+    if (label != NULL) {
+        Py_INCREF(label);
+    } else {
+        if (PyErr_Occurred()) goto done;
+        label = PyObject_CallMethodOneArg(capturer, s_label, type);
+        if (label == NULL) goto done;
+    }
+    if (PyContextVar_Get(task_var, Py_None, &task) < 0) goto done;
+    if (task != Py_None) {
+        PyObject *owner = is_task_base(task) ? Py_XNewRef(((TaskBase *)task)->run)
+                                             : PyObject_GetAttr(task, s_run);
+        if (owner == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_AttributeError, "task has no run");
+            goto done;
+        }
+        if (owner != run) Py_SETREF(task, Py_NewRef(Py_None));
+        Py_DECREF(owner);
+    }
+    occurred = now_ns();
+    if (occurred == NULL) goto done;
+    number = Py_TYPE(next_number)->tp_iternext ? Py_TYPE(next_number)->tp_iternext(next_number)
+                                               : PyObject_CallNoArgs(next_number);
+    if (number == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "the id counter ran out");
+        goto done;
+    }
+    PyObject *op = PyTuple_Pack(8, op_codes[EVENT], run, task, label, level, captured, occurred,
+                                number);
+    if (op == NULL) goto done;
+    int status = put(run, op);
+    Py_DECREF(op);
+    if (status == 0) result = Py_NewRef(Py_True);
+done:
+    Py_DECREF(capturer);
+    Py_XDECREF(captured);
+    Py_XDECREF(label);
+    Py_XDECREF(task);
+    Py_XDECREF(occurred);
+    Py_XDECREF(number);
+    return result;
 }
 
 /* Ends the task after a normal return. 0, or -1 with an exception set. */
@@ -2565,8 +2680,10 @@ static PyMethodDef module_methods[] = {
      "An awaitable that runs a coroutine as a task: await_task(coroutine, run, parent, "
      "captured, config)."},
     {"start_task", (PyCFunction)(void (*)(void))start_task_fn, METH_FASTCALL,
-     "A managed task started in run and queued: start_task(run, parent, name, input, "
-     "metadata, kind)."},
+     "A task started in run and queued: start_task(run, parent, name, input, metadata, kind, "
+     "managed=True)."},
+    {"emit", (PyCFunction)(void (*)(void))emit_fn, METH_FASTCALL,
+     "Queue an event as Run.emit does: True, or False when it needs Run.emit's Python road."},
     {"end_task", (PyCFunction)(void (*)(void))end_task_fn, METH_FASTCALL,
      "End a plain running task as completed with a scalar or small flat result: True, or "
      "False when nothing was done."},

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 _time_ns = time.time_ns
 _next_number = _ids.next_number
+# The C module's end of a plain running task (Python twin: Task._end, through complete()).
+_end_task = _accel.compiled.end_task if _accel.compiled is not None else None
 USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")
 
 
@@ -130,6 +132,8 @@ class Task(_TaskFields):
     def complete(self, output: Any = None) -> None:
         """End the task as completed with ``output``."""
         self._check_open("complete")
+        if _end_task is not None and not self._live and _end_task(self.run, self, output):
+            return  # a scalar or small flat dict, with no metadata of its own: ended in C
         self._end("completed", settings.capturer.value(output), None)
 
     def fail(
