@@ -208,8 +208,6 @@ def asan(session: nox.Session) -> None:
         # out); the server code those tests drive runs under ASan in the rest of the suite.
         "--ignore=tests/test_ui_browser.py",
         "--deselect=tests/test_llm_openai.py::test_the_ui_shows_the_model_and_tokens_of_a_model_call",
-        # A known crash of _speedups.c kept as a strict xfail: its report is that bug again.
-        "--deselect=tests/test_speedups_paths.py::test_convert_refuses_a_negative_start",
     ]
     try:
         _suite(session, *leave_out, env=env)

@@ -191,7 +191,7 @@ from taskscope import _ops
 def noop(*args):
     return None
 client = taskscope.Client([])
-real = client.start_run(name="r").start_task("t")  # an uninitialised one: see the xfail below
+real = client.start_run(name="r").start_task("t")  # an uninitialised one: tested below
 codes = [getattr(_ops, n) for n in ("RUN_START", "RUN_END", "TASK_START", "TASK_END", "EVENT",
                                     "TASK_END_RAW") if hasattr(_ops, n)]
 ops = [[("bad",)], [(None, None)], [(len(codes) + 5, "x")]]
