@@ -129,9 +129,9 @@ def test_a_build_without_a_source_hash_is_refused(tmp_path: Path) -> None:
     linker = sysconfig.get_config_var("LDSHARED") or ""
     flags = sysconfig.get_config_var("CCSHARED") or "-fPIC"
     include = sysconfig.get_paths()["include"]
+    source, target = str(package / "_speedups.c"), str(package / BUILT.name)
     subprocess.run(
-        [*linker.split(), *flags.split(), "-O0", f"-I{include}", str(package / "_speedups.c")]
-        + ["-o", str(package / BUILT.name)],
+        [*linker.split(), *flags.split(), "-O0", f"-I{include}", source, "-o", target],
         check=True,
         capture_output=True,
     )
