@@ -19,6 +19,8 @@ from typing import Any
 
 import wrapt
 
+from . import _accel
+
 # Python 3.13 stopped chaining classmethod descriptors: ``classmethod(decorated).__get__``
 # no longer calls ``decorated.__get__``, it makes ``MethodType(decorated, cls)``, so the
 # wrapper is called with ``cls`` as its first argument and ``instance`` unset (issue 14).
@@ -167,15 +169,53 @@ def defined_in_class(fn: Any) -> bool:
     return qualname.rsplit(".", 2)[-2] != "<locals>"
 
 
-def make(fn: Any, wrapper: Callable[..., Any], enabled: Any, plain: bool) -> Any:
-    """The decorated callable: ``fn`` behind ``wrapper``, switched by ``enabled``."""
-    if (
-        CLASSMETHOD_UNCHAINED
-        and defined_in_class(fn)
-        and not isinstance(fn, (classmethod, staticmethod))
-    ):
+def _method_types() -> dict[type, type]:
+    """The C module's method-binding subclasses of our wrapper types (``_speedups.method_type``).
+
+    wrapt makes a bound wrapper object (parsing its arguments) at every attribute access of a
+    decorated method: about 200 ns before the call starts. These subclasses bind a decorated
+    function defined in a class as an ordinary bound method of a second wrapper of the same
+    function (kept in ``_self_method``), whose wrapper takes its first argument as the instance.
+    The bound method's ``__func__`` is a wrapt proxy of the function, so ``__name__``,
+    ``__doc__``, ``__wrapped__`` and ``inspect.signature`` read as before; it pickles as
+    ``getattr(instance, name)``, as ``TracedBoundFunction`` does. Empty without the C module.
+    """
+    compiled = _accel.compiled
+    if compiled is None or PlainFunctionWrapper is None:
+        return {}
+    return {
+        PlainFunctionWrapper: compiled.method_type(
+            PlainFunctionWrapper, f"{__name__}.TracedMethod"
+        ),
+        TracedFunction: compiled.method_type(TracedFunction, f"{__name__}.TracedClassFunction"),
+    }
+
+
+_METHOD_TYPES = _method_types()
+
+
+def make(
+    fn: Any,
+    wrapper: Callable[..., Any],
+    enabled: Any,
+    plain: bool,
+    method_wrapper: Callable[..., Any] | None = None,
+) -> Any:
+    """The decorated callable: ``fn`` behind ``wrapper``, switched by ``enabled``.
+
+    ``method_wrapper`` (the C module's wrapper for calls as ``fn(self, *args)``), for a plain
+    function defined in a class: bound through ``_METHOD_TYPES`` instead of wrapt's bound wrapper.
+    """
+    in_class = defined_in_class(fn)
+    if CLASSMETHOD_UNCHAINED and in_class and not isinstance(fn, (classmethod, staticmethod)):
         wrapper = classmethod_aware(wrapper)
         plain = False
-    if plain and PlainFunctionWrapper is not None and isinstance(fn, types.FunctionType):
-        return PlainFunctionWrapper(fn, wrapper, enabled)
+    plain_function = PlainFunctionWrapper is not None and isinstance(fn, types.FunctionType)
+    if method_wrapper is not None and in_class and plain_function and _METHOD_TYPES:
+        kind: Any = PlainFunctionWrapper if plain else TracedFunction
+        made = _METHOD_TYPES[kind](fn, wrapper, enabled)
+        made._self_method = PlainFunctionWrapper(fn, method_wrapper, enabled)  # type: ignore[misc]
+        return made
+    if plain and plain_function:
+        return PlainFunctionWrapper(fn, wrapper, enabled)  # type: ignore[misc]
     return TracedFunction(fn, wrapper, enabled)

@@ -174,7 +174,33 @@ def _c_task_wrapper(speedups: Any, spec: Spec, generic: Callable[..., Any]) -> C
     return cast(Callable[..., Any], _task_call(speedups, spec, outside, generic, finish))
 
 
-def _task_call(speedups: Any, spec: Spec, outside: Any, generic: Any, finish: Any) -> Any:
+def _c_method_wrapper(spec: Spec) -> Callable[..., Any] | None:
+    """The C sync wrapper for calls as ``fn(self, *args)`` (see ``_binding._method_types``).
+
+    Its first argument is the instance; its Python fallbacks get a bound method and the rest,
+    as from wrapt's bound wrapper. None without the C module.
+    """
+    speedups = _accel.speedups
+    if speedups is None:
+        return None
+    generic = _sync_wrapper(_TaskOpener(spec))
+
+    def outside(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if settings.disabled or not settings.auto_run:
+            return wrapped(*args, **kwargs)
+        return generic(wrapped, instance, args, kwargs)
+
+    def finish(task: Task, result: Any) -> None:
+        task._finish_managed(spec.task_output(task, result))
+
+    return cast(
+        Callable[..., Any], _task_call(speedups, spec, outside, generic, finish, method=True)
+    )
+
+
+def _task_call(
+    speedups: Any, spec: Spec, outside: Any, generic: Any, finish: Any, method: bool = False
+) -> Any:
     """``_speedups.TaskCall`` for ``spec``: the sync wrapper, and the others' input capture."""
     return speedups.TaskCall(
         spec=spec,
@@ -191,6 +217,7 @@ def _task_call(speedups: Any, spec: Spec, outside: Any, generic: Any, finish: An
         unbound=UNBOUND,
         defaults=spec.binder.defaults,
         merge_kwargs=spec.binder.var_keyword is None,
+        method=method,
     )
 
 
@@ -316,7 +343,8 @@ def _instrument(fn: F, spec: Spec, opener: Opener) -> F:
     switch = _switch(enabled, spec.name) if callable(enabled) else None
     # Every wrapper takes UNBOUND for "no instance" (the openers' prepare maps it to None), so
     # any plain function skips wrapt's per-call bound-method probe (see _binding).
-    return cast(F, _binding.make(fn, wrapper, switch, True))
+    method_wrapper = _c_method_wrapper(spec) if plain and _binding.defined_in_class(fn) else None
+    return cast(F, _binding.make(fn, wrapper, switch, True, method_wrapper))
 
 
 def _switch(enabled: Callable[[], bool], name: str) -> Callable[[], bool]:

@@ -73,7 +73,7 @@ static PyObject *s_enter_slow, *s_exit_slow, *s_end_short, *s_reset_elsewhere, *
     *s_output, *s_begin_kind, *s_finish_kind, *s_task_kind_default;
 static PyObject *s_kw_input, *s_kw_metadata, *s_kw_kind;
 static PyObject *s_send, *s_throw, *s_close;
-static PyObject *s_value, *s_label, *s_labels, *s_levels[4];
+static PyObject *s_value, *s_label, *s_labels, *s_levels[4], *s_self_method;
 static PyObject *op_codes[OP_CODES];
 static PyObject *empty_tuple;
 
@@ -127,6 +127,7 @@ intern_all(void)
     INTERN(s_kw_metadata, "metadata");
     INTERN(s_kw_kind, "kind");
     INTERN(s_value, "value");
+    INTERN(s_self_method, "_self_method");
     INTERN(s_label, "label");
     INTERN(s_labels, "_labels");
     INTERN(s_levels[0], "debug");
@@ -680,6 +681,8 @@ typedef struct {
     PyObject *unbound;       /* the instance wrapt passes for a direct call: stands for None */
     PyObject *defaults;      /* ((name, default), ...): filled in for parameters left out */
     int merge_kwargs;        /* no **kwargs parameter: keyword arguments are bound as they are */
+    int method;              /* called as wrapped(self, *args) through a bound method: see
+                              * method_get; the first argument is the instance */
 } TaskCall;
 
 static PyObject *
@@ -1086,7 +1089,22 @@ taskcall_vectorcall(PyObject *op_self, PyObject *const *argv, size_t nargsf, PyO
     }
     PyObject *wrapped = argv[0], *instance = argv[1], *args = argv[2], *kwargs = argv[3];
     if (instance == self->unbound) instance = Py_None;
+    /* The method road (see method_get): called as wrapped(self, *args), the first argument is
+     * the instance; the body is called with every argument, the rest is what the task binds,
+     * and the Python fallbacks get what wrapt's bound wrapper would give them. */
+    PyObject *all_args = args, *rest = NULL, *bound_method = NULL;
+    if (self->method && instance == Py_None && PyTuple_GET_SIZE(args) > 0) {
+        instance = PyTuple_GET_ITEM(args, 0);
+        rest = PyTuple_GetSlice(args, 1, PyTuple_GET_SIZE(args));
+        if (rest == NULL) return NULL;
+        args = rest;
+    }
     PyObject *call_args[4] = {wrapped, instance, args, kwargs};  /* for the Python fallbacks */
+#define BIND_FOR_FALLBACK()                                                                     \
+    if (rest != NULL && bound_method == NULL) {                                                \
+        if ((bound_method = PyMethod_New(wrapped, instance)) == NULL) goto done;               \
+        call_args[0] = bound_method;                                                           \
+    }
     PyObject *parent = NULL, *run = NULL, *result = NULL, *task = NULL, *token = NULL, *flag;
     /* Any failure of taskscope's own before the call is reported (logged once) and the call
      * goes on unrecorded: the caller never sees it. */
@@ -1094,9 +1112,9 @@ taskcall_vectorcall(PyObject *op_self, PyObject *const *argv, size_t nargsf, PyO
     if (parent == Py_None) {
         if (PyContextVar_Get(run_var, Py_None, &run) < 0) goto bookkeeping_failed;
         if (run == Py_None) {  /* outside any run: a run of its own, or a pass-through */
-            Py_DECREF(parent);
-            Py_DECREF(run);
-            return PyObject_Vectorcall(self->outside, call_args, 4, NULL);
+            BIND_FOR_FALLBACK();
+            result = PyObject_Vectorcall(self->outside, call_args, 4, NULL);
+            goto done;
         }
     } else {
         run = is_task_base(parent) ? Py_XNewRef(((TaskBase *)parent)->run)
@@ -1114,7 +1132,7 @@ taskcall_vectorcall(PyObject *op_self, PyObject *const *argv, size_t nargsf, PyO
     }
     if (recording < 0) goto bookkeeping_failed;
     if (recording == 0) {
-        result = call_wrapped(wrapped, args, kwargs);
+        result = call_wrapped(wrapped, all_args, kwargs);
         goto done;
     }
     int known;
@@ -1125,6 +1143,7 @@ taskcall_vectorcall(PyObject *op_self, PyObject *const *argv, size_t nargsf, PyO
     Py_XDECREF(flag);
     if (live < 0) goto bookkeeping_failed;
     if (live > 0) {  /* a live exporter (OpenTelemetry) needs the frame-based path */
+        BIND_FOR_FALLBACK();
         result = PyObject_Vectorcall(self->generic, call_args, 4, NULL);
         goto done;
     }
@@ -1132,7 +1151,7 @@ taskcall_vectorcall(PyObject *op_self, PyObject *const *argv, size_t nargsf, PyO
     if (task == NULL) goto bookkeeping_failed;
     token = PyContextVar_Set(task_var, task);
     if (token == NULL) goto bookkeeping_failed;
-    result = call_wrapped(wrapped, args, kwargs);
+    result = call_wrapped(wrapped, all_args, kwargs);
     if (result == NULL) {
         PyObject *type, *value, *traceback;
         PyErr_Fetch(&type, &value, &traceback);
@@ -1147,13 +1166,16 @@ taskcall_vectorcall(PyObject *op_self, PyObject *const *argv, size_t nargsf, PyO
     }
     goto done;
 bookkeeping_failed:
-    if (report_internal(s_task_start_kind) == 0) result = call_wrapped(wrapped, args, kwargs);
+    if (report_internal(s_task_start_kind) == 0) result = call_wrapped(wrapped, all_args, kwargs);
 done:
+    Py_XDECREF(rest);
+    Py_XDECREF(bound_method);
     Py_XDECREF(token);
     Py_XDECREF(task);
     Py_XDECREF(parent);
     Py_XDECREF(run);
     return result;
+#undef BIND_FOR_FALLBACK
 }
 
 static int
@@ -1161,14 +1183,14 @@ taskcall_init(TaskCall *self, PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {"spec", "name", "kind", "names", "metadata", "outside", "generic",
                                "capture_slow", "finish_slow", "capture_input", "raw_output",
-                               "unbound", "defaults", "merge_kwargs", NULL};
+                               "unbound", "defaults", "merge_kwargs", "method", NULL};
     PyObject *spec, *name, *kind, *names, *metadata, *outside, *generic, *capture_slow,
         *finish_slow, *unbound, *defaults = empty_tuple;
-    int capture, raw_output, merge_kwargs = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OUUO!OOOOOppO|O!p", keywords, &spec, &name,
+    int capture, raw_output, merge_kwargs = 0, method = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OUUO!OOOOOppO|O!pp", keywords, &spec, &name,
                                      &kind, &PyTuple_Type, &names, &metadata, &outside, &generic,
                                      &capture_slow, &finish_slow, &capture, &raw_output,
-                                     &unbound, &PyTuple_Type, &defaults, &merge_kwargs))
+                                     &unbound, &PyTuple_Type, &defaults, &merge_kwargs, &method))
         return -1;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(defaults); i++) {
         PyObject *pair = PyTuple_GET_ITEM(defaults, i);
@@ -1195,6 +1217,7 @@ taskcall_init(TaskCall *self, PyObject *args, PyObject *kwargs)
     KEEP(defaults);
 #undef KEEP
     self->merge_kwargs = merge_kwargs;
+    self->method = method;
     self->capture_input = capture;
     self->raw_output = raw_output;
     self->vectorcall = taskcall_vectorcall;
@@ -1286,6 +1309,74 @@ static PyTypeObject TaskCallType = {
     .tp_methods = taskcall_methods,
 };
 
+
+/* -- method_type: a decorated method bound without wrapt's per-access bound wrapper -------- */
+
+/* wrapt makes a BoundFunctionWrapper (parsing its arguments) at every attribute access of a
+ * decorated method. A decorated function defined in a class gets a subclass of its wrapper
+ * type whose __get__, for an instance (or a class, through a classmethod chaining descriptors),
+ * returns an ordinary bound method of a second wrapper of the same function kept in the
+ * proxy's _self_method: that one's TaskCall (method=True) takes its first argument as the
+ * instance. For no instance, and when _self_method is unset, wrapt's own __get__ answers. */
+static PyObject *
+wrapt_descr_get(PyObject *self, PyObject *obj, PyObject *type);
+
+static descrgetfunc
+base_descr_get(PyTypeObject *type)
+{
+    while (type != NULL && type->tp_descr_get == wrapt_descr_get) type = type->tp_base;
+    return type == NULL ? NULL : type->tp_descr_get;
+}
+
+static PyObject *
+wrapt_descr_get(PyObject *self, PyObject *obj, PyObject *type)
+{
+    if (obj != NULL && obj != Py_None) {
+        PyObject *twin = PyObject_GenericGetAttr(self, s_self_method);
+        if (twin != NULL) {
+            PyObject *bound = PyMethod_New(twin, obj);
+            Py_DECREF(twin);
+            return bound;
+        }
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) return NULL;
+        PyErr_Clear();
+    }
+    descrgetfunc base = base_descr_get(Py_TYPE(self));
+    if (base == NULL) return Py_NewRef(self);
+    return base(self, obj, type);
+}
+
+/* method_type(base, name): the subclass of base (a wrapt function wrapper type) described
+ * above, named name. */
+static PyObject *
+method_type(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyType_Check(args[0]) || !PyUnicode_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "method_type takes (base: type, name: str)");
+        return NULL;
+    }
+    Py_ssize_t length;
+    const char *given = PyUnicode_AsUTF8AndSize(args[1], &length);
+    if (given == NULL) return NULL;
+    /* Before 3.12 the type keeps spec.name as its tp_name without a copy: a copy that lives as
+     * long as the process (a type or two per import). */
+    char *name = PyMem_Malloc((size_t)length + 1);
+    if (name == NULL) return PyErr_NoMemory();
+    memcpy(name, given, (size_t)length + 1);
+    PyType_Slot slots[] = {{Py_tp_descr_get, (void *)wrapt_descr_get}, {0, NULL}};
+    PyType_Spec spec = {
+        .name = name,
+        .basicsize = 0,
+        .itemsize = 0,
+        .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+        .slots = slots,
+    };
+    PyObject *bases = PyTuple_Pack(1, args[0]);
+    PyObject *made = bases == NULL ? NULL : PyType_FromSpecWithBases(&spec, bases);
+    Py_XDECREF(bases);
+    if (made == NULL) PyMem_Free(name);
+    return made;
+}
 
 /* -- ScopeBase: the with/async-with block of a task (taskscope._scope.TaskScope's base) ------ */
 
@@ -2682,6 +2773,8 @@ static PyMethodDef module_methods[] = {
     {"start_task", (PyCFunction)(void (*)(void))start_task_fn, METH_FASTCALL,
      "A task started in run and queued: start_task(run, parent, name, input, metadata, kind, "
      "managed=True)."},
+    {"method_type", (PyCFunction)(void (*)(void))method_type, METH_FASTCALL,
+     "A subclass of a wrapt function wrapper type whose __get__ binds _self_method."},
     {"emit", (PyCFunction)(void (*)(void))emit_fn, METH_FASTCALL,
      "Queue an event as Run.emit does: True, or False when it needs Run.emit's Python road."},
     {"end_task", (PyCFunction)(void (*)(void))end_task_fn, METH_FASTCALL,
