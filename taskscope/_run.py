@@ -40,9 +40,15 @@ _scope_type: Callable[..., TaskScope]
 
 
 def use_scope_type(scope_type: Callable[..., TaskScope]) -> None:
-    """Set what ``Run.task`` makes (called once, by taskscope/__init__)."""
+    """Set what ``Run.task`` makes (called once, by taskscope/__init__).
+
+    With the C module, ``Run.task`` becomes its C form (``_speedups.use_scope_type``), which
+    makes the same block without a Python frame; the method below is its Python twin.
+    """
     global _scope_type
     _scope_type = scope_type
+    if _compiled is not None:
+        Run.task = _compiled.use_scope_type(scope_type)  # type: ignore[method-assign]
 
 
 class Run:

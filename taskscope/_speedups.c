@@ -1476,6 +1476,29 @@ typedef struct {
 
 /* (name, *, input=None, metadata=None, kind="task", run=None), parsed by hand: with blocks are
  * made at every use, and PyArg_ParseTupleAndKeywords cost more than the rest of __init__. */
+/* A block's fields; name checked as TaskScope._check_name does. 0, or -1 with an error set. */
+static int
+scope_fill(ScopeBase *self, PyObject *name, PyObject *input, PyObject *metadata, PyObject *kind,
+           PyObject *run)
+{
+    if (!PyUnicode_CheckExact(name)) {  /* TaskScope._check_name raises the library's error */
+        PyObject *done = PyObject_CallMethodOneArg((PyObject *)self, s_check_name, name);
+        if (done == NULL) return -1;
+        Py_DECREF(done);
+    }
+    PyObject *entries = PyList_New(0);
+    if (entries == NULL) return -1;
+    Py_XSETREF(self->entries, entries);
+#define KEEP(field) Py_INCREF(field); Py_XSETREF(self->field, field)
+    KEEP(name);
+    KEEP(input);
+    KEEP(metadata);
+    KEEP(kind);
+    KEEP(run);
+#undef KEEP
+    return 0;
+}
+
 static int
 scope_init(ScopeBase *self, PyObject *args, PyObject *kwargs)
 {
@@ -1509,22 +1532,7 @@ scope_init(ScopeBase *self, PyObject *args, PyObject *kwargs)
             *slot = value;
         }
     }
-    if (!PyUnicode_CheckExact(name)) {  /* TaskScope._check_name raises the library's error */
-        PyObject *done = PyObject_CallMethodOneArg((PyObject *)self, s_check_name, name);
-        if (done == NULL) return -1;
-        Py_DECREF(done);
-    }
-    PyObject *entries = PyList_New(0);
-    if (entries == NULL) return -1;
-    Py_XSETREF(self->entries, entries);
-#define KEEP(field) Py_INCREF(field); Py_XSETREF(self->field, field)
-    KEEP(name);
-    KEEP(input);
-    KEEP(metadata);
-    KEEP(kind);
-    KEEP(run);
-#undef KEEP
-    return 0;
+    return scope_fill(self, name, input, metadata, kind, run);
 }
 
 /* The task the short road opened for this block: a new reference; NULL (no error set) when
@@ -1751,6 +1759,75 @@ static PyTypeObject ScopeBaseType = {
     .tp_dictoffset = offsetof(ScopeBase, dict),
     .tp_weaklistoffset = offsetof(ScopeBase, weakrefs),
 };
+
+/* run_task(run, name, input=None, *, metadata=None, kind="task"): Run.task, bound to each Run
+ * as a method (an instancemethod, see taskscope._run): the run's TaskScope made without a
+ * Python frame or a keyword dict. Its Python twin is Run.task's own body. */
+static PyTypeObject *scope_type;  /* taskscope._scope.TaskScope, from use_scope_type() */
+
+static PyObject *
+run_task_fn(PyObject *module, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (scope_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "taskscope._speedups.use_scope_type() was not called");
+        return NULL;
+    }
+    if (nargs < 1 || nargs > 3) {
+        PyErr_Format(PyExc_TypeError, "task() takes from 1 to 2 positional arguments but %zd "
+                     "were given", nargs - 1);
+        return NULL;
+    }
+    PyObject *run = args[0];
+    PyObject *name = nargs >= 2 ? args[1] : NULL, *input = nargs == 3 ? args[2] : NULL;
+    PyObject *metadata = Py_None, *kind = s_task_kind_default;
+    Py_ssize_t keywords = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t i = 0; i < keywords; i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i), **slot = NULL;
+        if (PyUnicode_Compare(key, s_name) == 0) slot = &name;
+        else if (PyUnicode_Compare(key, s_kw_input) == 0) slot = &input;
+        else if (PyUnicode_Compare(key, s_kw_metadata) == 0) slot = &metadata;
+        else if (PyUnicode_Compare(key, s_kw_kind) == 0) slot = &kind;
+        if (PyErr_Occurred()) return NULL;
+        if (slot == NULL) {
+            PyErr_Format(PyExc_TypeError, "task() got an unexpected keyword argument %R", key);
+            return NULL;
+        }
+        if ((slot == &name || slot == &input) && *slot != NULL) {
+            PyErr_Format(PyExc_TypeError, "task() got multiple values for argument %R", key);
+            return NULL;
+        }
+        *slot = args[nargs + i];
+    }
+    if (name == NULL) {
+        PyErr_SetString(PyExc_TypeError, "task() missing 1 required positional argument: 'name'");
+        return NULL;
+    }
+    if (input == NULL) input = Py_None;
+    ScopeBase *scope = (ScopeBase *)scope_type->tp_alloc(scope_type, 0);
+    if (scope == NULL) return NULL;
+    if (scope_fill(scope, name, input, metadata, kind, run) < 0) {
+        Py_DECREF(scope);
+        return NULL;
+    }
+    return (PyObject *)scope;
+}
+
+/* use_scope_type(TaskScope): what run_task makes (a subclass of ScopeBase); returns Run.task's
+ * C form, an instancemethod of run_task, for the Run class to hold. */
+static PyObject *run_task_function;
+
+static PyObject *
+use_scope_type(PyObject *module, PyObject *type)
+{
+    if (!PyType_Check(type) || !PyType_IsSubtype((PyTypeObject *)type, &ScopeBaseType)) {
+        PyErr_SetString(PyExc_TypeError, "use_scope_type takes a subclass of ScopeBase");
+        return NULL;
+    }
+    Py_INCREF(type);
+    Py_XSETREF(scope_type, (PyTypeObject *)type);
+    return PyInstanceMethod_New(run_task_function);
+}
 
 /* -- TaskIter: a generator's steps with its task current, for ``yield from`` ---------------- */
 
@@ -2775,6 +2852,8 @@ static PyMethodDef module_methods[] = {
      "managed=True)."},
     {"method_type", (PyCFunction)(void (*)(void))method_type, METH_FASTCALL,
      "A subclass of a wrapt function wrapper type whose __get__ binds _self_method."},
+    {"use_scope_type", (PyCFunction)use_scope_type, METH_O,
+     "Set the TaskScope type run_task makes; returns Run.task's C form (an instancemethod)."},
     {"emit", (PyCFunction)(void (*)(void))emit_fn, METH_FASTCALL,
      "Queue an event as Run.emit does: True, or False when it needs Run.emit's Python road."},
     {"end_task", (PyCFunction)(void (*)(void))end_task_fn, METH_FASTCALL,
@@ -2813,6 +2892,17 @@ PyInit__speedups(void)
         return NULL;
     PyObject *module = PyModule_Create(&speedups_module);
     if (module == NULL) return NULL;
+    if (run_task_function == NULL) {
+        static PyMethodDef run_task_def = {
+            "task", (PyCFunction)(void (*)(void))run_task_fn, METH_FASTCALL | METH_KEYWORDS,
+            "task($self, name, input=None, *, metadata=None, kind='task')\n--\n\n"
+            "A task for a ``with`` or ``async with`` block, current inside the block."};
+        run_task_function = PyCFunction_New(&run_task_def, NULL);
+        if (run_task_function == NULL) {
+            Py_DECREF(module);
+            return NULL;
+        }
+    }
     if (ready_none == NULL) {
         Ready *made = PyObject_New(Ready, &ReadyType);
         if (made == NULL) {
