@@ -6,10 +6,11 @@ runs unchanged and ``is_recording()`` lets it skip expensive work.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ._run import Run
-from ._task import Task
+from ._task import Task, check_name
 
 
 class _NoopClient:
@@ -44,6 +45,18 @@ class NoopRun(Run):
         return False
 
     def _open_task(self, *args: Any, **kwargs: Any) -> Task:
+        return NOOP_TASK
+
+    def start_task(
+        self,
+        name: str,
+        input: Any = None,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        kind: str = "task",
+    ) -> Task:
+        # Not Run.start_task's C road, which makes a real task: nothing records here.
+        check_name(name, "start_task")
         return NOOP_TASK
 
     def emit(self, type: str, payload: Any = None, level: str = "info") -> None:
@@ -92,6 +105,9 @@ class NoopTask(Task):
 
     def skip(self, reason: str | None = None) -> None:
         return None
+
+    def complete(self, output: Any = None) -> None:
+        return None  # not Task.complete's C road, which would end the one shared object
 
 
 NOOP_RUN = NoopRun()

@@ -3,10 +3,11 @@
 Hypothesis writes programs as data (calls of decorated sync, async, generator and
 async-generator functions and methods with positional, keyword and default arguments,
 ``with`` and ``async with`` blocks, manual ``start_task`` ended by complete/fail/skip or left
-open, events, an output or metadata set by hand, exceptions, nesting). The whole batch runs
-once in a fresh interpreter per path (this file is also the interpreter's script), and each
-program's results and records are compared: ids are renamed by order of appearance and times
-reduced to whether a record ended, so only what the two paths decide is compared.
+open, events, an output or metadata set by hand, exceptions, nesting, a sampled-out run and
+the shared no-op task). The whole batch runs once in a fresh interpreter per path (this file is
+also the interpreter's script), and each program's results and records are compared: ids are
+renamed by order of appearance and times reduced to whether a record ended, so only what the
+two paths decide is compared.
 
 ``TASKSCOPE_DIFF_EXAMPLES`` sets the batch size (500 by default, as CI runs it).
 """
@@ -109,8 +110,11 @@ def _strategies() -> Any:
         st.sampled_from([*LEVELS, "loud"]),
     )
     output = st.builds(lambda v: ["output", v], values)
+    off = st.builds(
+        lambda end, v: ["off", end, v], st.sampled_from(["complete", "fail", "skip"]), values
+    )
     meta = st.builds(lambda k, v: ["meta", k, v], keys, values)
-    leaf = st.one_of(call, call, raise_op, emit, output, meta)
+    leaf = st.one_of(call, call, raise_op, emit, output, meta, off)
 
     def with_bodies(body: Any) -> Any:
         endings = st.sampled_from(["ok", "output", "raise", "skip", "complete", "fail"])
@@ -388,6 +392,21 @@ def _run_batch(programs: list[list[Any]]) -> list[Any]:
                 out = run_ops(body)
                 end_block(block, end, value)
             return out
+        if kind == "off":  # a sampled-out run and the no-op task: nothing records, both stay open
+            end, value = op[1], decode(op[2])
+            noop = contextvars.Context().run(taskscope.current_task)
+            run = unsampled.start_run(name="off")
+            started = run.start_task("off", input=value)
+            for handle in (started, noop):
+                if end == "complete":
+                    handle.complete(value)
+                else:
+                    getattr(handle, end)("no")
+            with run.task("off-block") as block:
+                pass
+            run.complete()
+            states = [started.status, noop.status, block.status, started.is_recording()]
+            return [type(started).__name__, *states]
         if kind == "manual":
             name, inp, body, end, value = op[1:]
             started = taskscope.current_run().start_task(name, input=decode(inp))
@@ -415,6 +434,7 @@ def _run_batch(programs: list[list[Any]]) -> list[Any]:
 
     memory = InMemoryExporter()
     client = taskscope.Client([memory])
+    unsampled = taskscope.Client([memory], sample_rate=0.0)
     outcomes = []
     runs = []
     for number, program in enumerate(programs):
@@ -423,6 +443,7 @@ def _run_batch(programs: list[list[Any]]) -> list[Any]:
         runs.append(run.id)
     assert client.flush(timeout=60)
     client.shutdown()
+    unsampled.shutdown()
 
     by_run: dict[str, list[Any]] = {run_id: [] for run_id in runs}
     for record in memory.records:
@@ -554,7 +575,7 @@ def test_random_programs_record_the_same_on_c_and_python(tmp_path: Path) -> None
     # The programs did what they are for: every kind of op ran, and records came out.
     kinds = {op[0] for program in programs for op in _walk(program)}
     assert kinds >= {"call", "raise", "emit", "output", "meta", "nest", "async", "gen"}
-    assert kinds >= {"agen", "with", "manual"}
+    assert kinds >= {"agen", "with", "manual", "off"}
     records = [row for outcome in in_c["outcomes"] for row in outcome["records"]]
     statuses = {row["status"] for row in records if row["record"] == "TaskRecord"}
     assert statuses >= {"completed", "failed", "skipped"}

@@ -143,6 +143,29 @@ def test_a_with_block_closed_in_another_context_than_it_was_opened(
     assert ended == [("elsewhere", "completed", None, {"n": 1}), ("after", "completed", None, None)]
 
 
+def test_ending_the_no_op_task_leaves_it_open_for_everyone(memory: InMemoryExporter) -> None:
+    # Found by nox -s asan's order of tests: on C, complete() on the shared no-op task (as
+    # current_task().complete() outside any run does) ended it for every later caller, and
+    # start_task on a sampled-out run made a real task. Both paths now hand out the no-op.
+    noop = contextvars.Context().run(taskscope.current_task)
+    noop.complete({"ok": 1})
+    noop.fail("no")
+    noop.skip("no")
+    assert contextvars.Context().run(taskscope.current_task).status == "running"
+    client = taskscope.Client([memory], sample_rate=0.0)
+    off = client.start_run(name="off")
+    started = off.start_task("step", input={"q": 1})
+    assert started is noop
+    started.complete(2)
+    with off.task("block") as block:
+        assert block is noop
+        assert block.status == "running"
+    off.complete()
+    assert client.flush()
+    client.shutdown()
+    assert memory.records == []
+
+
 # Every public entry point of the C module and every method of its types, called with
 # argument shapes it does not expect (and its objects used without __init__): each call
 # returns or raises an ordinary exception. A crash, or a SystemError (a C function that
