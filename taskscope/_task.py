@@ -132,7 +132,12 @@ class Task(_TaskFields):
     def complete(self, output: Any = None) -> None:
         """End the task as completed with ``output``."""
         self._check_open("complete")
-        if _end_task is not None and not self._live and _end_task(self.run, self, output):
+        if (
+            _end_task is not None
+            and self.__class__ is Task  # a subclass may end differently (_noop, _propagation)
+            and not self._live
+            and _end_task(self.run, self, output)
+        ):
             return  # a scalar or small flat dict, with no metadata of its own: ended in C
         self._end("completed", settings.capturer.value(output), None)
 
