@@ -214,7 +214,12 @@ def make(
     if method_wrapper is not None and in_class and plain_function and _METHOD_TYPES:
         kind: Any = PlainFunctionWrapper if plain else TracedFunction
         made = _METHOD_TYPES[kind](fn, wrapper, enabled)
-        made._self_method = PlainFunctionWrapper(fn, method_wrapper, enabled)  # type: ignore[misc]
+        compiled: Any = _accel.compiled
+        made._self_method = (
+            compiled.MethodTwin(fn, method_wrapper, UNBOUND)  # no wrapt call in between
+            if enabled is None
+            else PlainFunctionWrapper(fn, method_wrapper, enabled)  # type: ignore[misc]
+        )
         return made
     if plain and plain_function:
         return PlainFunctionWrapper(fn, wrapper, enabled)  # type: ignore[misc]

@@ -73,7 +73,8 @@ static PyObject *s_enter_slow, *s_exit_slow, *s_end_short, *s_reset_elsewhere, *
     *s_output, *s_begin_kind, *s_finish_kind, *s_task_kind_default;
 static PyObject *s_kw_input, *s_kw_metadata, *s_kw_kind;
 static PyObject *s_send, *s_throw, *s_close;
-static PyObject *s_value, *s_label, *s_labels, *s_levels[4], *s_self_method;
+static PyObject *s_value, *s_label, *s_labels, *s_levels[4], *s_self_method, *s_doc_attr,
+    *s_module_attr;
 static PyObject *op_codes[OP_CODES];
 static PyObject *empty_tuple;
 
@@ -128,6 +129,8 @@ intern_all(void)
     INTERN(s_kw_kind, "kind");
     INTERN(s_value, "value");
     INTERN(s_self_method, "_self_method");
+    INTERN(s_doc_attr, "__doc__");
+    INTERN(s_module_attr, "__module__");
     INTERN(s_label, "label");
     INTERN(s_labels, "_labels");
     INTERN(s_levels[0], "debug");
@@ -1345,6 +1348,154 @@ wrapt_descr_get(PyObject *self, PyObject *obj, PyObject *type)
     if (base == NULL) return Py_NewRef(self);
     return base(self, obj, type);
 }
+
+/* MethodTwin(function, call, unbound): what a decorated method's bound method calls, in place
+ * of a wrapt proxy of the function: called as function(self, *args, **kwargs), it hands
+ * (function, unbound, args, kwargs) to call (a TaskCall made with method=True) without wrapt's
+ * call in between. It reads as the function: __wrapped__ is the function, and __doc__,
+ * __module__ and every attribute it does not have itself are the function's. */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *function;
+    PyObject *call;
+    PyObject *unbound;
+} MethodTwin;
+
+static PyObject *
+twin_vectorcall(PyObject *op_self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    MethodTwin *self = (MethodTwin *)op_self;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *positional = PyTuple_New(nargs);
+    if (positional == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < nargs; i++) PyTuple_SET_ITEM(positional, i, Py_NewRef(args[i]));
+    PyObject *keywords = PyDict_New();
+    if (keywords == NULL) {
+        Py_DECREF(positional);
+        return NULL;
+    }
+    Py_ssize_t count = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (PyDict_SetItem(keywords, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0) {
+            Py_DECREF(positional);
+            Py_DECREF(keywords);
+            return NULL;
+        }
+    }
+    PyObject *call_args[4] = {self->function, self->unbound, positional, keywords};
+    PyObject *result = PyObject_Vectorcall(self->call, call_args, 4, NULL);
+    Py_DECREF(positional);
+    Py_DECREF(keywords);
+    return result;
+}
+
+static PyObject *
+twin_getattro(PyObject *self, PyObject *name)
+{
+    PyObject *function = ((MethodTwin *)self)->function;
+    if (function == NULL) return PyObject_GenericGetAttr(self, name);  /* never initialised */
+    if (PyUnicode_Check(name) &&
+        (PyUnicode_Compare(name, s_doc_attr) == 0 || PyUnicode_Compare(name, s_module_attr) == 0))
+        return PyObject_GetAttr(function, name);
+    PyObject *found = PyObject_GenericGetAttr(self, name);
+    if (found != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError)) return found;
+    PyErr_Clear();
+    return PyObject_GetAttr(function, name);
+}
+
+static PyObject *
+twin_repr(MethodTwin *self)
+{
+    if (self->function == NULL) return PyUnicode_FromString("<taskscope method (unset)>");
+    return PyUnicode_FromFormat("<taskscope method %R>", self->function);
+}
+
+static int
+twin_init(MethodTwin *self, PyObject *args, PyObject *kwargs)
+{
+    PyObject *function, *call, *unbound;
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs) > 0) {
+        PyErr_SetString(PyExc_TypeError, "MethodTwin takes (function, call, unbound)");
+        return -1;
+    }
+    if (!PyArg_ParseTuple(args, "OOO:MethodTwin", &function, &call, &unbound)) return -1;
+    if (!PyCallable_Check(function) || !PyCallable_Check(call)) {
+        PyErr_SetString(PyExc_TypeError, "MethodTwin takes a callable function and call");
+        return -1;
+    }
+    Py_INCREF(function);
+    Py_INCREF(call);
+    Py_INCREF(unbound);
+    Py_XSETREF(self->function, function);
+    Py_XSETREF(self->call, call);
+    Py_XSETREF(self->unbound, unbound);
+    self->vectorcall = twin_vectorcall;
+    return 0;
+}
+
+static int
+twin_traverse(MethodTwin *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->function);
+    Py_VISIT(self->call);
+    Py_VISIT(self->unbound);
+    return 0;
+}
+
+static int
+twin_clear(MethodTwin *self)
+{
+    Py_CLEAR(self->function);
+    Py_CLEAR(self->call);
+    Py_CLEAR(self->unbound);
+    return 0;
+}
+
+static void
+twin_dealloc(MethodTwin *self)
+{
+    PyObject_GC_UnTrack(self);
+    twin_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+twin_call_unset(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    PyErr_SetString(PyExc_TypeError, "MethodTwin was not initialised");
+    return NULL;
+}
+
+static PyObject *
+twin_call(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    if (((MethodTwin *)self)->vectorcall == NULL) return twin_call_unset(self, args, kwargs);
+    return PyVectorcall_Call(self, args, kwargs);
+}
+
+static PyMemberDef twin_members[] = {
+    {"__wrapped__", T_OBJECT, offsetof(MethodTwin, function), READONLY, NULL},
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(MethodTwin, vectorcall), READONLY, NULL},
+    {NULL},
+};
+
+static PyTypeObject MethodTwinType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "taskscope._speedups.MethodTwin",
+    .tp_basicsize = sizeof(MethodTwin),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)twin_init,
+    .tp_traverse = (traverseproc)twin_traverse,
+    .tp_clear = (inquiry)twin_clear,
+    .tp_dealloc = (destructor)twin_dealloc,
+    .tp_call = twin_call,
+    .tp_getattro = twin_getattro,
+    .tp_repr = (reprfunc)twin_repr,
+    .tp_vectorcall_offset = offsetof(MethodTwin, vectorcall),
+    .tp_members = twin_members,
+};
 
 /* method_type(base, name): the subclass of base (a wrapt function wrapper type) described
  * above, named name. */
@@ -2888,7 +3039,7 @@ PyInit__speedups(void)
     if (PyType_Ready(&IntakeType) < 0 || PyType_Ready(&TaskCallType) < 0 ||
         PyType_Ready(&TaskBaseType) < 0 || PyType_Ready(&ReadyType) < 0 ||
         PyType_Ready(&ScopeBaseType) < 0 || PyType_Ready(&TaskIterType) < 0 ||
-        PyType_Ready(&TaskAwaitType) < 0)
+        PyType_Ready(&TaskAwaitType) < 0 || PyType_Ready(&MethodTwinType) < 0)
         return NULL;
     PyObject *module = PyModule_Create(&speedups_module);
     if (module == NULL) return NULL;
@@ -2917,6 +3068,7 @@ PyInit__speedups(void)
         PyModule_AddObjectRef(module, "TaskBase", (PyObject *)&TaskBaseType) < 0 ||
         PyModule_AddObjectRef(module, "ScopeBase", (PyObject *)&ScopeBaseType) < 0 ||
         PyModule_AddObjectRef(module, "TaskIter", (PyObject *)&TaskIterType) < 0 ||
+        PyModule_AddObjectRef(module, "MethodTwin", (PyObject *)&MethodTwinType) < 0 ||
         PyModule_AddStringConstant(module, "SOURCE_HASH", TASKSCOPE_SOURCE_HASH) < 0) {
         Py_DECREF(module);
         return NULL;

@@ -47,6 +47,16 @@ class TaskCall:
     ) -> Any: ...
     def capture(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], /) -> Any: ...
 
+class MethodTwin:
+    """What a decorated method's bound method calls: ``call(function, unbound, args, kwargs)``."""
+
+    __wrapped__: Callable[..., Any]
+    def __init__(
+        self, function: Callable[..., Any], call: Callable[..., Any], unbound: object, /
+    ) -> None: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+    def __getattr__(self, name: str) -> Any: ...
+
 class ScopeBase:
     """``taskscope._scope.TaskScope``'s base: its fields and its short road (see there)."""
 

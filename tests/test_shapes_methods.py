@@ -264,3 +264,36 @@ def test_c_method_type_refuses_wrong_calls() -> None:
 
     # Without _self_method, wrapt's own binding answers.
     assert Holder().held(3) == ("wrapped", 3)
+
+
+@pytest.mark.skipif(speedups is None, reason="the C module is not in use")
+def test_c_method_twin_reads_as_the_function_and_refuses_wrong_construction(
+    taskscope_capture: Capture,
+) -> None:
+    assert speedups is not None
+    twin = Shop.__dict__["price"]._self_method
+    assert type(twin) is speedups.MethodTwin
+    function = Shop.__dict__["price"].__wrapped__
+    assert twin.__wrapped__ is function
+    assert twin.__doc__ == "Price with tax." and twin.__module__ == __name__
+    assert twin.__name__ == "price" and twin.__qualname__ == "Shop.price"
+    assert twin.__defaults__ == (1,)
+    assert repr(twin) == f"<taskscope method {function!r}>"
+    with pytest.raises(AttributeError):
+        twin.no_such_attribute  # noqa: B018
+    with pytest.raises(TypeError):
+        speedups.MethodTwin(function)
+    with pytest.raises(TypeError, match="callable"):
+        speedups.MethodTwin(function, 3, None)
+    with pytest.raises(TypeError, match="MethodTwin takes"):
+        speedups.MethodTwin(function, function, None, extra=1)
+    unset = speedups.MethodTwin.__new__(speedups.MethodTwin)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="not initialised"):
+        unset(1)
+    assert repr(unset) == "<taskscope method (unset)>"
+    assert "__wrapped__" in dir(unset) and unset.__wrapped__ is None
+    # Called through the twin directly, keyword arguments included: the same record.
+    with taskscope.run("twin"):
+        assert twin(Shop("x"), amount=2, tax=3) == 7
+    (task,) = taskscope_capture.tasks
+    assert fields(task) == done("shop.price", {"amount": 2, "tax": 3}, 7)
