@@ -41,6 +41,7 @@ _signals.use_exit_flush(  # what SIGTERM and SIGHUP do before the process ends
         _pipeline.exit_flush_running, _pipeline.flush_at_exit, _pipeline.exit_deadline
     )
 )
+_signals.hold_through_fork()  # last of the fork hooks: a signal reaching a new child waits for them
 _accel.install(  # the C hot path, when it was built
     task_var=_context.current_task_var,
     run_var=_context.current_run_var,

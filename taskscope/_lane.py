@@ -12,7 +12,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import _context
+from . import _context, _signals
 from ._internal import internal_error, warn_once
 from ._model import Record, RunRecord, TaskRecord
 from ._queues import Barrier, BoundedQueue, is_low_record, start_thread
@@ -114,6 +114,7 @@ class Lane:
 
     def _loop(self) -> None:
         _context.silence()  # nothing this thread does may be recorded
+        _signals.keep_off_this_thread()  # SIGTERM is for the main thread
         while True:
             try:
                 if not self._step():

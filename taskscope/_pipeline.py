@@ -109,6 +109,7 @@ class Pipeline:
         self._start_runtime()
         _pipelines.add(self)
         _signals.install()
+        _signals.watch()
 
     # -- runtime state, rebuilt in a forked child -------------------------------------------
 
@@ -216,6 +217,7 @@ class Pipeline:
 
     def _loop(self) -> None:
         _context.silence()
+        _signals.keep_off_this_thread()
         while True:
             self._wake.wait(self.flush_interval)
             self._wake.clear()
@@ -459,8 +461,13 @@ def flush_at_exit(why: str = "the process exited") -> None:
 
 
 def _after_fork_in_child() -> None:
-    for pipeline in all_pipelines():
+    pipelines = all_pipelines()
+    for pipeline in pipelines:
         pipeline.after_fork_in_child()
+    if pipelines:
+        _signals.watch()  # the child records into them: its own watcher
+    else:
+        _signals.restore_defaults_in_idle_child()
 
 
 def _at_threading_shutdown() -> None:

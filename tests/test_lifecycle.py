@@ -143,6 +143,96 @@ def test_a_script_stopped_by_a_signal_ends_its_run_and_loses_nothing(
     assert task_status == "failed" and which in str(task_error)
 
 
+FORKED_THEN_SIGNALLED = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    import taskscope
+    from taskscope.exporters import LocalStore
+
+    client = taskscope.Client([LocalStore(sys.argv[1])])
+    run = client.start_run(name="parent")
+    run.start_task("before").complete()
+    # One CPU: after fork() the parent runs on and signals the child before it has run at all,
+    # as a Pool does when it is terminated right after forking its workers.
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    ended = []
+    for attempt in range(5):
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(5)  # a child the signal did not end gives up here
+            os._exit(3)
+        os.kill(pid, signal.SIGTERM)
+        _, status = os.waitpid(pid, 0)
+        ended.append(os.WTERMSIG(status) if os.WIFSIGNALED(status) else -os.WEXITSTATUS(status))
+    run.complete()
+    print(ended)
+    """
+)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs sched_setaffinity")
+def test_a_child_signalled_as_it_starts_still_ends_by_the_signal(tmp_path: Path) -> None:
+    """SIGTERM reaching a forked child before its set-up ends it (CPython used to drop it)."""
+    path = tmp_path / "forked.db"
+    out = subprocess.run(
+        [sys.executable, "-c", FORKED_THEN_SIGNALLED, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str([int(signal.SIGTERM)] * 5)  # none left running
+    assert _rows(path, "SELECT name, status FROM runs") == [("parent", "completed")]
+    assert _rows(path, "SELECT name, status FROM tasks") == [("before", "completed")]
+
+
+SIGNAL_ON_ANOTHER_THREAD = textwrap.dedent(
+    """
+    import multiprocessing, signal, sys, threading, time
+    import taskscope
+    from taskscope.exporters import LocalStore
+
+    client = taskscope.Client([LocalStore(sys.argv[1])], shutdown_timeout=2.0)
+    run = client.start_run(name="blocked")
+    run.start_task("before").complete()
+    lock = multiprocessing.Lock()
+    lock.acquire()
+    asleep = f"/proc/self/task/{threading.get_native_id()}/wchan"
+
+    def another_thread():
+        # Once the main thread sleeps in the lock below (seen three times in a row, with this
+        # thread off the interpreter lock in between, so not a wait for that lock), the signal
+        # lands on this thread of the user's, as the kernel may choose: the main thread is
+        # not woken by it.
+        seen = 0
+        while seen < 3:
+            time.sleep(0.01)
+            with open(asleep) as wchan:
+                seen = seen + 1 if "futex" in wchan.read() else 0
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+    threading.Thread(target=another_thread, daemon=True).start()
+    lock.acquire()  # for ever, unless something wakes this thread
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/wchan").exists(), reason="needs Linux's /proc wchan")
+def test_a_signal_landing_on_another_thread_still_ends_a_blocked_process(tmp_path: Path) -> None:
+    """The main thread blocked in a multiprocessing lock still runs the handler and ends."""
+    path = tmp_path / "blocked.db"
+    out = subprocess.run(
+        [sys.executable, "-c", SIGNAL_ON_ANOTHER_THREAD, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == -signal.SIGTERM, out.stderr
+    assert _rows(path, "SELECT name, status FROM runs") == [("blocked", "cancelled")]
+    assert _rows(path, "SELECT name, status FROM tasks") == [("before", "completed")]
+
+
 APP = textwrap.dedent(
     """
     import asyncio, sys

@@ -14,7 +14,7 @@ from collections import OrderedDict, deque
 from typing import TYPE_CHECKING
 
 from .. import _agentos_api as api
-from .. import _context
+from .. import _context, _signals
 from .._internal import internal_error, logger, warn_once
 from . import _outbox
 from ._agentos_requests import QUEUED, SENDING, WAITING, Op, Stream
@@ -193,6 +193,7 @@ class Delivery:
 
     def _send_loop(self) -> None:
         _context.silence()  # nothing these threads do may be recorded
+        _signals.keep_off_this_thread()  # SIGTERM is for the main thread
         while True:
             try:
                 if not self._send_one():

@@ -11,7 +11,7 @@ import json
 import sqlite3
 import threading
 
-from .. import _context
+from .. import _context, _signals
 from .._internal import internal_error, logger, warn_once
 from . import _outbox
 from ._agentos_delivery import Delivery
@@ -74,6 +74,7 @@ class Keeping(Delivery):
     def _keep(self) -> None:
         """The outbox's keeper: take over abandoned streams, renew the lease, now and then."""
         _context.silence()
+        _signals.keep_off_this_thread()
         outbox = self._outbox
         assert outbox is not None
         interval = min(5.0, outbox.lease / 3)
