@@ -138,6 +138,24 @@ class Capturer:
         judged = self.redactor._cache
         limits = self.limits
         max_items, max_depth, max_str = limits.max_items, limits.max_depth, self._max_str
+        speedups = _accel.speedups
+        if speedups is not None:  # the same copy in C (_speedups.plain_tree)
+            return speedups.plain_tree(
+                value,
+                judged,
+                max_items,
+                max_depth,
+                limits.max_bytes,
+                max_str,
+                self._scrub is not None,
+            )
+        return self._plain_tree_py(value)
+
+    def _plain_tree_py(self, value: Any) -> Any:
+        """``_plain_tree`` in Python: the twin of ``_speedups.plain_tree``."""
+        judged = self.redactor._cache
+        limits = self.limits
+        max_items, max_depth, max_str = limits.max_items, limits.max_depth, self._max_str
         hint = could_hold_secret if self._scrub is not None else _never
         plain = PLAIN_TYPES
         left = limits.max_bytes

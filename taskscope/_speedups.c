@@ -10,7 +10,8 @@
  *   ScopeBase, Ready       TaskScope's fields and its with / async with short road;
  *   TaskIter   a decorated generator's steps, behind the wrapper's ``yield from``;
  *   TaskAwait  a decorated async function's task, behind the wrapper's ``await``;
- *   convert    the dispatcher's turning of intake ops into records.
+ *   convert    the dispatcher's turning of intake ops into records;
+ *   flat_copy, plain_tree   the capturer's copies of values that need no walk.
  * Anything unusual (no run, a live exporter, **kwargs, values that need a walk, an error) is
  * handed to the Python code, so this file only ever does the common case. It holds no state
  * of its own beyond references handed over once by setup().
@@ -2898,6 +2899,140 @@ flat_copy_impl(PyObject *mapping, PyObject *judged, Py_ssize_t max_items, Py_ssi
     return PyDict_Copy(mapping);
 }
 
+/* plain_tree: Capturer._plain_tree's twin. A copy of a JSON tree (exact dicts with str keys the
+ * redactor judged not secret, lists, tuples; short strings without a secret's shape, ints,
+ * bools, None, finite floats) that no capture limit cuts, counted as the walk counts bytes;
+ * None for anything else. No Python code runs while it copies (exact types only). */
+typedef struct {
+    PyObject *judged;
+    Py_ssize_t max_items, max_depth, max_str, left;
+    int scan;
+} Tree;
+
+/* A leaf's bytes in *cost: 1, or 0 when it is not a plain leaf. */
+static int
+tree_leaf(Tree *tree, PyObject *node, Py_ssize_t *cost)
+{
+    PyTypeObject *kind = Py_TYPE(node);
+    if (kind == &PyUnicode_Type) {
+        Py_ssize_t length = PyUnicode_GET_LENGTH(node);
+        if (length > tree->max_str || (tree->scan && text_could_hold_secret(node))) return 0;
+        *cost = length + 2;
+        return 1;
+    }
+    if (node == Py_None || kind == &PyLong_Type || kind == &PyBool_Type ||
+        (kind == &PyFloat_Type && Py_IS_FINITE(PyFloat_AS_DOUBLE(node)))) {
+        *cost = 8;
+        return 1;
+    }
+    return 0;
+}
+
+static inline int
+is_container(PyObject *node)
+{
+    PyTypeObject *kind = Py_TYPE(node);
+    return kind == &PyDict_Type || kind == &PyList_Type || kind == &PyTuple_Type;
+}
+
+/* A new reference; NULL without an exception when the tree is not plain, with one on error. */
+static PyObject *
+tree_copy(Tree *tree, PyObject *node, Py_ssize_t depth)
+{
+    int is_dict = PyDict_CheckExact(node);
+    Py_ssize_t size = is_dict ? PyDict_GET_SIZE(node) : Py_SIZE(node);
+    if (depth >= tree->max_depth || size > tree->max_items) return NULL;
+    if (Py_EnterRecursiveCall(" in taskscope's capture")) return NULL;
+    PyObject *out = NULL, *copied = NULL;
+    Py_ssize_t cost;
+    if (is_dict) {
+        if ((out = PyDict_New()) == NULL) goto error;
+        Py_ssize_t position = 0;
+        PyObject *key, *item;
+        while (PyDict_Next(node, &position, &key, &item)) {
+            if (!PyUnicode_CheckExact(key) || tree->left <= 0) goto not_plain;
+            PyObject *verdict = PyDict_GetItemWithError(tree->judged, key);
+            if (verdict != Py_False) {
+                if (verdict == NULL && PyErr_Occurred()) goto error;
+                goto not_plain;
+            }
+            tree->left -= PyUnicode_GET_LENGTH(key) + 4;
+            if (is_container(item)) {
+                if ((copied = tree_copy(tree, item, depth + 1)) == NULL) goto failed;
+                int status = PyDict_SetItem(out, key, copied);
+                Py_CLEAR(copied);
+                if (status < 0) goto error;
+            } else {
+                if (!tree_leaf(tree, item, &cost)) goto not_plain;
+                tree->left -= cost;
+                if (PyDict_SetItem(out, key, item) < 0) goto error;
+            }
+        }
+    } else {  /* a list or a tuple: a list */
+        if (size == 2) {  /* ("X-Api-Key", "..."): the walk redacts a pair by its name */
+            PyObject *name = PySequence_Fast_ITEMS(node)[0];
+            if (PyUnicode_CheckExact(name) && PyUnicode_GET_LENGTH(name) <= 80) {
+                PyObject *verdict = PyDict_GetItemWithError(tree->judged, name);
+                if (verdict != Py_False) {
+                    if (verdict == NULL && PyErr_Occurred()) goto error;
+                    goto not_plain;
+                }
+            }
+        }
+        if ((out = PyList_New(0)) == NULL) goto error;
+        for (Py_ssize_t index = 0; index < Py_SIZE(node); index++) {
+            if (tree->left <= 0) goto not_plain;
+            PyObject *item = PySequence_Fast_ITEMS(node)[index];
+            if (is_container(item)) {
+                if ((copied = tree_copy(tree, item, depth + 1)) == NULL) goto failed;
+                int status = PyList_Append(out, copied);
+                Py_CLEAR(copied);
+                if (status < 0) goto error;
+                tree->left -= 2;
+            } else {
+                if (!tree_leaf(tree, item, &cost)) goto not_plain;
+                tree->left -= 2 + cost;
+                if (PyList_Append(out, item) < 0) goto error;
+            }
+        }
+    }
+    Py_LeaveRecursiveCall();
+    return out;
+failed:  /* an inner tree was not plain, or failed: as it said */
+not_plain:
+error:
+    Py_XDECREF(out);
+    Py_LeaveRecursiveCall();
+    return NULL;
+}
+
+static PyObject *
+plain_tree(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
+{
+    if (nargs != 7 || !PyDict_Check(argv[1])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "plain_tree(value, judged, max_items, max_depth, max_bytes, max_str, scan)");
+        return NULL;
+    }
+    Tree tree = {argv[1], PyLong_AsSsize_t(argv[2]), PyLong_AsSsize_t(argv[3]),
+                 PyLong_AsSsize_t(argv[5]), PyLong_AsSsize_t(argv[4]), PyObject_IsTrue(argv[6])};
+    if (PyErr_Occurred()) return NULL;
+    if (!is_container(argv[0])) Py_RETURN_NONE;
+    PyObject *out = tree_copy(&tree, argv[0], 0);
+    if (out == NULL) {
+        if (PyErr_Occurred()) {
+            if (!PyErr_ExceptionMatches(PyExc_RecursionError)) return NULL;
+            PyErr_Clear();  /* too deep for C: the walk cuts it */
+        }
+        Py_RETURN_NONE;
+    }
+    if (tree.left <= 0) {
+        Py_DECREF(out);
+        Py_RETURN_NONE;
+    }
+    return out;
+}
+
 static PyObject *
 flat_copy(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
 {
@@ -3012,6 +3147,8 @@ static PyMethodDef module_methods[] = {
      "False when nothing was done."},
     {"flat_copy", (PyCFunction)(void (*)(void))flat_copy, METH_FASTCALL,
      "A copy of a small flat dict that needs no walk, or None."},
+    {"plain_tree", (PyCFunction)(void (*)(void))plain_tree, METH_FASTCALL,
+     "A copy of a plain JSON tree that no capture limit cuts, or None."},
     {"could_hold_secret", (PyCFunction)could_hold_secret, METH_O,
      "Whether a str could hold a secret by its shape (the test before redaction by shape)."},
     {NULL},

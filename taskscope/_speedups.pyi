@@ -139,6 +139,16 @@ def setup(
 def flat_copy(
     mapping: Any, judged: dict[str, bool], max_items: int, max_bytes: int, max_str: int, /
 ) -> dict[str, Any] | None: ...
+def plain_tree(
+    value: Any,
+    judged: dict[str, bool],
+    max_items: int,
+    max_depth: int,
+    max_bytes: int,
+    max_str: int,
+    scan: bool,
+    /,
+) -> Any: ...
 def could_hold_secret(text: str, /) -> bool: ...
 def convert(
     ops: list[tuple[Any, ...]],

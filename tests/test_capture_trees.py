@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from taskscope import _accel
 from taskscope._capture import CaptureLimits, Capturer
 from taskscope._redact import REDACTED, Redactor
 
@@ -181,3 +182,47 @@ def test_the_budget_counts_keys_as_the_walk_does() -> None:
         capturer.value(value)
         assert (capturer._plain_tree(value) == value) is copied
         assert (capturer.value(value) == value) is whole
+
+
+needs_c = pytest.mark.skipif(_accel.speedups is None, reason="the C module is not in use")
+
+
+@needs_c
+@settings(max_examples=400, deadline=None)
+@given(tree=st.one_of(CONTAINERS, LEAVES), limits=LIMITS, scan=st.booleans(), twice=st.booleans())
+def test_the_c_copy_is_the_python_copy(
+    tree: Any, limits: CaptureLimits, scan: bool, twice: bool
+) -> None:
+    capturer = Capturer(limits, Redactor(shapes=scan))
+    if twice:
+        capturer.value(tree)
+    assert _accel.speedups is not None
+    in_c = _accel.speedups.plain_tree(
+        tree,
+        capturer.redactor._cache,
+        limits.max_items,
+        limits.max_depth,
+        limits.max_bytes,
+        limits.max_string_length,
+        capturer._scrub is not None,
+    )
+    in_python = capturer._plain_tree_py(tree) if type(tree) in (dict, list, tuple) else None
+    assert same(in_c, in_python)
+
+
+@needs_c
+def test_the_c_copy_of_a_deep_tree_steps_aside() -> None:
+    capturer = Capturer(CaptureLimits(max_depth=1_000_000, max_bytes=10**9))
+    deep: Any = []
+    for _ in range(100_000):
+        deep = [deep]
+    assert capturer._plain_tree(deep) is None  # too deep for C: left to the walk
+
+
+@needs_c
+def test_the_c_copy_refuses_bad_arguments() -> None:
+    assert _accel.speedups is not None
+    with pytest.raises(TypeError, match="plain_tree"):
+        _accel.speedups.plain_tree({}, {})
+    with pytest.raises(TypeError):
+        _accel.speedups.plain_tree({}, {}, "many", 1, 1, 1, True)
