@@ -480,31 +480,5 @@ class AgentOSExporter(Keeping, BaseExporter):
     # -- waiting, recovery -------------------------------------------------------------------
 
     def _wait(self, timeout: float, *, hopeless_ends: bool) -> bool:
-        """Wait until nothing is held, or ``timeout``; with ``hopeless_ends``, also stop when
-        every run that waits is in a backoff past the deadline (nothing can happen in time)."""
-        self._check_fork()
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            self._flushing += 1
-            # Partial span batches may go now: nobody waits for them to fill up.
-            self._dirty.update(s for s in self._streams.values() if s.spans is not None)
-            self._work.notify()
-            try:
-                while self._pending and not self._closed:
-                    now = time.monotonic()
-                    if hopeless_ends and not self._sending and self._all_waiting_out(deadline):
-                        break
-                    left = deadline - now
-                    if left <= 0:
-                        break
-                    # A backoff ending may make the early return wrong: look again then.
-                    # (One that already ended means requests go out, and their answers wake us.)
-                    wake = self._next_wake if self._sleeping else now + left
-                    self._idle.wait(left if wake <= now else min(left, wake - now + 0.001))
-            finally:
-                self._flushing -= 1
-            return not self._pending
-
-    def _all_waiting_out(self, deadline: float) -> bool:
-        """Every stream that holds requests waits out a backoff past ``deadline``."""
-        return all(s.not_before > deadline for s in self._streams.values() if s.ops)
+        self._check_fork()  # a forked child waits on its own state, not the parent's
+        return super()._wait(timeout, hopeless_ends=hopeless_ends)
