@@ -689,3 +689,89 @@ def test_the_ui_shows_the_model_and_tokens_of_a_model_call(
         page.locator("dd.llm-model").wait_for()
         assert page.locator("dd.llm-model").inner_text() == "gpt-5-2026-01-01"
         assert page.locator("dd.llm-tokens").inner_text() == "12 in · 7 out"
+
+
+# -- where the task sits, and how the answer is read --------------------------------------------
+
+
+def test_a_call_inside_a_task_is_its_child_in_its_run(server: FakeLLMServer) -> None:
+    """The model call's task hangs under the task current at the call, in that task's run."""
+    client = taskscope.instrument_openai(sync_client(server))
+
+    @taskscope.task("plan")
+    def plan() -> str | None:
+        reply = client.chat.completions.create(model="gpt-5", messages=MESSAGES)
+        return reply.choices[0].message.content
+
+    with capture() as cap, taskscope.run("agent"):
+        assert plan() == REPLY
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    parent, nested, top = cap.task("plan"), cap.task("chat gpt-5"), cap.task("chat gpt-4o")
+    run = cap.run("agent")
+    assert (nested.parent_id, nested.run_id) == (parent.id, run.id)
+    assert (top.parent_id, top.run_id) == (None, run.id)
+    assert nested.start_ns >= parent.start_ns and nested.end_ns <= parent.end_ns  # type: ignore[operator]
+    assert [t.metadata for t in (nested, top)] == [chat_metadata("gpt-5"), chat_metadata("gpt-4o")]
+    assert run.usage == {key: 2 * value for key, value in CHAT_USAGE.items()}
+
+
+def completion(choices: list[dict[str, Any]], usage: dict[str, Any] | None) -> Any:
+    from openai.types.chat import ChatCompletion
+
+    return ChatCompletion.model_validate(
+        {
+            "id": "chatcmpl-x",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "gpt-5-2026",
+            "choices": choices,
+            "usage": usage,
+        }
+    )
+
+
+def choice(index: int, text: str) -> dict[str, Any]:
+    message = {"role": "assistant", "content": text}
+    return {"index": index, "message": message, "finish_reason": "stop", "logprobs": None}
+
+
+def test_several_choices_are_a_list_and_none_is_no_output() -> None:
+    """n=2: both messages in order; no choices at all: no output; usage read when present."""
+    usage = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    two = _openai.chat_answer(completion([choice(0, "a"), choice(1, "b")], usage))
+    assert two.output == [
+        {"role": "assistant", "content": "a", "stop_reason": "stop"},
+        {"role": "assistant", "content": "b", "stop_reason": "stop"},
+    ]
+    assert (two.model, two.id, two.usage) == (
+        "gpt-5-2026",
+        "chatcmpl-x",
+        {"input_tokens": 3, "output_tokens": 4},
+    )
+    none = _openai.chat_answer(completion([], None))
+    assert (none.output, none.model, none.id, none.usage) == (
+        None,
+        "gpt-5-2026",
+        "chatcmpl-x",
+        None,
+    )
+
+
+def test_usage_counts_keep_whole_numbers_only() -> None:
+    """Counts are whole numbers: bools, floats, text and absent values are left out."""
+    import enum
+
+    from taskscope.integrations._answer import usage_counts
+
+    class Tokens(enum.IntEnum):
+        FIVE = 5
+
+    assert usage_counts(1, 2, 3, 4) == {
+        "input_tokens": 1,
+        "output_tokens": 2,
+        "cache_read_tokens": 3,
+        "cache_creation_tokens": 4,
+    }
+    assert usage_counts(Tokens.FIVE, True, 1.5, "7") == {"input_tokens": 5}
+    assert usage_counts(None, 0) == {"output_tokens": 0}
+    assert usage_counts(None, None, False, None) is None

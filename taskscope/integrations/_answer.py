@@ -19,6 +19,9 @@ class Answer:
     usage: dict[str, int] | None = None
 
 
+Usage = dict[str, int] | None
+
+
 class Accumulator(Protocol):
     """Assembles an ``Answer`` from a stream's chunks, in the SDK's own chunk types."""
 
@@ -58,9 +61,20 @@ def count(value: Any) -> int | None:
     return None
 
 
-def usage_counts(**counts: int | None) -> dict[str, int] | None:
-    """The usage dict with the counts that were reported."""
-    found = {key: value for key, value in counts.items() if value is not None}
+def usage_counts(inputs: Any, outputs: Any, read: Any = None, created: Any = None) -> Usage:
+    """The usage dict with the counts that were reported (whole numbers; None: absent).
+
+    Positional and unrolled: it runs on the caller's thread after every model call.
+    """
+    found: dict[str, int] = {}
+    if inputs.__class__ is int or count(inputs) is not None:
+        found["input_tokens"] = inputs
+    if outputs.__class__ is int or count(outputs) is not None:
+        found["output_tokens"] = outputs
+    if read.__class__ is int or count(read) is not None:
+        found["cache_read_tokens"] = read
+    if created.__class__ is int or count(created) is not None:
+        found["cache_creation_tokens"] = created
     return found or None
 
 

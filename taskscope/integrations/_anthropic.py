@@ -125,12 +125,7 @@ def _usage(
     inputs: int | None, outputs: int | None, read: int | None, created: int | None
 ) -> dict[str, int] | None:
     total = None if inputs is None else inputs + (read or 0) + (created or 0)
-    return usage_counts(
-        input_tokens=total,
-        output_tokens=outputs,
-        cache_read_tokens=read,
-        cache_creation_tokens=created,
-    )
+    return usage_counts(total, outputs, read, created)
 
 
 def _raw_usage(usage: Any) -> list[int | None]:

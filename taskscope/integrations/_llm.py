@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 from weakref import WeakKeyDictionary
 
+from .._context import get_current_task as _get_task
 from .._internal import internal_error
-from .._scope import Frame, begin_task, fail, finish
+from .._scope import Frame, begin_task, fail, fast_run, finish, start_task
 from .._settings import settings
+from .._task import captured_metadata
 from ._answer import Accumulator, Answer
 from ._streams import AsyncRecordedStream, RecordedStream
 
@@ -235,7 +237,13 @@ class Call:
             }
             if stream:
                 metadata["stream"] = True
-            frame = begin_task(f"{operation.operation} {model_name}", captured, metadata, "llm")
+            name = f"{operation.operation} {model_name}"
+            parent = _get_task()
+            run = fast_run(parent)
+            if run is not None:  # the short road of @task: a recording run, no live exporter
+                task = start_task(run, parent, name, captured, captured_metadata(metadata), "llm")
+                return Call(Frame(task, run, False), operation, options, send, stream, usage_added)
+            frame = begin_task(name, captured, metadata, "llm")
             if frame is None or frame.task is None:
                 return None
             return Call(frame, operation, options, send, stream, usage_added)

@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .._errors import ConfigurationError
-from ._answer import Answer, assistant_message, count, model_text, usage_counts
+from ._answer import Answer, assistant_message, model_text, usage_counts
 from ._llm import Instrumentation, Operation, Options, SDKTypes, check_client, sentinels
 
 if TYPE_CHECKING:
@@ -114,10 +114,10 @@ def _chat_usage(usage: Any) -> dict[str, int] | None:
         return None
     details = getattr(usage, "prompt_tokens_details", None)
     return usage_counts(
-        input_tokens=count(getattr(usage, "prompt_tokens", None)),
-        output_tokens=count(getattr(usage, "completion_tokens", None)),
-        cache_read_tokens=count(getattr(details, "cached_tokens", None)),
-        cache_creation_tokens=count(getattr(details, "cache_write_tokens", None)),
+        getattr(usage, "prompt_tokens", None),
+        getattr(usage, "completion_tokens", None),
+        getattr(details, "cached_tokens", None),
+        getattr(details, "cache_write_tokens", None),
     )
 
 
@@ -138,18 +138,26 @@ def _one_or_all(messages: list[dict[str, Any]]) -> Any:
     return messages[0] if len(messages) == 1 else messages
 
 
+def _choice_message(choice: Any) -> dict[str, Any]:
+    message = choice.message
+    calls = message.tool_calls
+    return assistant_message(
+        message.content,
+        [_tool_call(call) for call in calls] if calls else [],
+        choice.finish_reason,
+        getattr(message, "refusal", None),
+    )
+
+
 def chat_answer(completion: Any) -> Answer:
-    messages = []
-    for choice in getattr(completion, "choices", None) or ():
-        message = choice.message
-        calls = [_tool_call(call) for call in message.tool_calls or ()]
-        messages.append(
-            assistant_message(
-                message.content, calls, choice.finish_reason, getattr(message, "refusal", None)
-            )
-        )
+    choices: list[Any] = getattr(completion, "choices", None) or []
+    # One choice (the usual n=1): its message; several: the list of them.
+    if len(choices) == 1:
+        output: Any = _choice_message(choices[0])
+    else:
+        output = [_choice_message(choice) for choice in choices] or None
     return Answer(
-        _one_or_all(messages),
+        output,
         model_text(getattr(completion, "model", None)),
         model_text(getattr(completion, "id", None)),
         _chat_usage(getattr(completion, "usage", None)),
@@ -251,10 +259,10 @@ def _responses_usage(usage: Any) -> dict[str, int] | None:
         return None
     details = getattr(usage, "input_tokens_details", None)
     return usage_counts(
-        input_tokens=count(getattr(usage, "input_tokens", None)),
-        output_tokens=count(getattr(usage, "output_tokens", None)),
-        cache_read_tokens=count(getattr(details, "cached_tokens", None)),
-        cache_creation_tokens=count(getattr(details, "cache_write_tokens", None)),
+        getattr(usage, "input_tokens", None),
+        getattr(usage, "output_tokens", None),
+        getattr(details, "cached_tokens", None),
+        getattr(details, "cache_write_tokens", None),
     )
 
 
@@ -340,5 +348,5 @@ def embeddings_answer(result: Any) -> Answer:
         output,
         model_text(getattr(result, "model", None)),
         None,
-        usage_counts(input_tokens=count(getattr(usage, "prompt_tokens", None))),
+        usage_counts(getattr(usage, "prompt_tokens", None), None),
     )
