@@ -287,6 +287,35 @@ def test_the_bound_refuses_new_records_counts_each_and_warns_once(
     assert numbers == list(range(waiting_before - 1))  # the oldest kept, the newest refused
 
 
+def test_once_full_the_outbox_refuses_even_what_would_fit_until_room_is_made(
+    stand_in: StandIn, outbox_dir: Path
+) -> None:
+    """A refused record is followed by refusals, not by a smaller record that happens to
+    fit: the loss is one stretch of the newest records. Delivery makes room again."""
+    stand_in.go_down(3600.0)
+    sender = exporter(stand_in.url, outbox_max_bytes=2_000, backoff=30.0, max_backoff=60.0)
+    client = taskscope.Client([sender])
+    run = client.start_run(name="cut")
+    run.emit("small.kept", {"i": 0})
+    run.emit("big.refused", {"text": "x" * 3_000})
+    run.emit("small.after", {"i": 1})  # would fit on its own
+    assert not client.flush(10.0)
+    assert (sender.stats()["refused"], sender.stats()["waiting"]) == (2, 2)  # start + small.kept
+
+    stand_in.recover()
+    assert sender.send_waiting(60.0)
+    run.emit("small.later", {"i": 2})  # room was made: admitted again
+    run.complete()
+    assert client.flush(10.0)  # nothing dropped since the last flush, which reported the two
+    assert sender.wait_delivered(30.0)
+    client.shutdown()
+    stats = sender.stats()
+    assert (stats["refused"], stats["dropped"], stats["waiting"]) == (2, 2, 0)
+    [served] = stand_in.runs.values()
+    kinds = [event["type"] for kind, event in served.timeline if kind == "event"]
+    assert kinds == ["small.kept", "small.later"]
+
+
 def test_without_the_outbox_nothing_is_written_and_unsent_records_count_as_dropped(
     stand_in: StandIn, outbox_dir: Path
 ) -> None:

@@ -59,6 +59,7 @@ class Delivery:
     _flushing: int
     _closed: bool
     _charged: int
+    _full: bool
     _workers: list[threading.Thread]
     _claim_more: threading.Event
     _adopted: int
@@ -318,6 +319,7 @@ class Delivery:
         stream.ops.remove(op)
         self._pending -= 1
         self._charged -= op.size
+        self._full = False  # room was made: new records may come in again
         task = op.task_id
         if op.kind == "task" and task is not None:
             left = stream.unacked.get(task, 1) - 1

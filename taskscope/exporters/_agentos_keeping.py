@@ -84,7 +84,10 @@ class Keeping(Delivery):
                 outbox.renew()
                 self._claim()
                 with self._lock:
-                    self._charged = outbox.held_bytes()  # with what other processes hold
+                    held = outbox.held_bytes()  # with what other processes hold
+                    if held < self._charged:  # another process's requests left the file
+                        self._full = False
+                    self._charged = held
             except sqlite3.Error:
                 logger.debug("taskscope: outbox upkeep failed", exc_info=True)
             except BaseException:

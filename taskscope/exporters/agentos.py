@@ -182,6 +182,7 @@ class AgentOSExporter(Keeping, BaseExporter):
         self._flushing = 0
         self._closed = False
         self._charged = 0  # bytes held, against max_bytes
+        self._full = False  # refusing since the bound was reached, until something leaves
         self._unstored: list[Op] = []  # new or changed requests not yet in the outbox
         self._workers: list[threading.Thread] = []
         self._stop = threading.Event()
@@ -344,10 +345,16 @@ class AgentOSExporter(Keeping, BaseExporter):
         return stream
 
     def _admit(self, size: int, records: int) -> bool:
-        """Room for ``size`` more bytes under the bound? If not, the records are refused."""
-        if self._charged + size <= self.max_bytes:
+        """Room for ``size`` more bytes under the bound? If not, the records are refused.
+
+        Once full, everything new is refused until something leaves the outbox (delivered,
+        or given up), even a record small enough to fit: what is lost is one stretch of the
+        newest records, not scattered ones whose size happened to fit.
+        """
+        if not self._full and self._charged + size <= self.max_bytes:
             self._charged += size
             return True
+        self._full = True
         self._counts["dropped"] += records
         self._counts["refused"] += records
         warn_once(
