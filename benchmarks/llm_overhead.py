@@ -1,7 +1,8 @@
 """Microseconds instrument_openai adds to a non-streaming chat completion, measured in one run.
 
 Two OpenAI clients of the real SDK make the same call, one instrumented and one not, in
-alternating rounds so that both see the same machine. Twice: against the fake API of
+alternating rounds so that both see the same machine (and two Anthropic clients, a
+``messages.create`` each, over HTTP). The OpenAI call is measured twice: against the fake API of
 tests/llm_fake_server.py over real HTTP on 127.0.0.1, served by a process of its own as a
 model's API is (what a user's call looks like, with network noise; the server's work does not
 compete with this process for its interpreter lock), and through an in-process ``MockTransport``
@@ -25,9 +26,11 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import anthropic
 import httpx2
 import openai
 
@@ -63,17 +66,26 @@ def in_process_client() -> openai.OpenAI:
     )
 
 
-def per_call(client: openai.OpenAI, calls: int) -> tuple[float, float, float]:
+def chat(client: Any) -> Callable[[], Any]:
+    create = client.chat.completions.create
+    return lambda: create(model="gpt-5", messages=MESSAGES)
+
+
+def message(client: Any) -> Callable[[], Any]:
+    create = client.messages.create
+    return lambda: create(model="claude-sonnet-4-5", max_tokens=64, messages=MESSAGES)
+
+
+def per_call(call: Callable[[], Any], calls: int) -> tuple[float, float, float]:
     """Wall, caller-thread CPU and process CPU microseconds per call.
 
     Process CPU counts every thread (the pipeline's work for these calls, flushed at the end,
     and the fake server's, the same for both clients); CPU times are not inflated by other
     programs competing for the cores, which wall time is.
     """
-    create = client.chat.completions.create
     wall, thread, cpu = time.perf_counter_ns(), time.thread_time_ns(), time.process_time_ns()
     for _ in range(calls):
-        create(model="gpt-5", messages=MESSAGES)
+        call()
     taskscope.flush()
     return (
         (time.perf_counter_ns() - wall) / calls / 1000,
@@ -82,11 +94,15 @@ def per_call(client: openai.OpenAI, calls: int) -> tuple[float, float, float]:
     )
 
 
-def measure(
-    make: Callable[[], openai.OpenAI], rounds: int, calls: int, **options: bool
-) -> dict[str, float]:
-    plain, recorded = make(), make()
-    taskscope.instrument_openai(recorded, **options)
+def measure(make: Callable[[], Any], rounds: int, calls: int, **options: bool) -> dict[str, float]:
+    plain_client, recorded_client = make(), make()
+    anthropic_sdk = isinstance(plain_client, anthropic.Anthropic)
+    if anthropic_sdk:
+        taskscope.instrument_anthropic(recorded_client, **options)
+        plain, recorded = message(plain_client), message(recorded_client)
+    else:
+        taskscope.instrument_openai(recorded_client, **options)
+        plain, recorded = chat(plain_client), chat(recorded_client)
     samples: dict[str, list[float]] = {
         key: [] for key in ("plain", "recorded", "wall", "thread", "cpu")
     }
@@ -103,7 +119,10 @@ def measure(
             samples["wall"].append(r[0] - p[0])
             samples["thread"].append(r[1] - p[1])
             samples["cpu"].append(r[2] - p[2])
-    taskscope.uninstrument_openai(recorded)
+    if anthropic_sdk:
+        taskscope.uninstrument_anthropic(recorded_client)
+    else:
+        taskscope.uninstrument_openai(recorded_client)
     return {key: statistics.median(values) for key, values in samples.items()}
 
 
@@ -127,8 +146,12 @@ def main() -> None:
         def over_http() -> openai.OpenAI:
             return openai.OpenAI(base_url=url + "/v1", api_key="sk-bench", max_retries=0)
 
+        def anthropic_over_http() -> anthropic.Anthropic:
+            return anthropic.Anthropic(base_url=url, api_key="sk-ant-bench", max_retries=0)
+
         cases = {
             "fake API over HTTP": measure(over_http, args.rounds, args.calls),
+            "Anthropic, fake API over HTTP": measure(anthropic_over_http, args.rounds, args.calls),
             "in-process transport": measure(in_process_client, args.rounds, args.calls),
             "in-process, capture_input=False": measure(
                 in_process_client, args.rounds, args.calls, capture_input=False
