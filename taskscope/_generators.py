@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import AsyncGenerator, Callable, Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from . import _accel, _context
 from ._capture import PLAIN_TYPES
@@ -221,6 +221,17 @@ def _iterate(
     return value
 
 
+def _in_c(opener: Opener, traced: Callable[..., Any], short: bool) -> Callable[..., Any] | None:
+    """The C twin of a short-road ``wrapper`` below (``_speedups.TracedCall``), or None."""
+    speedups = _accel.speedups
+    task_call = getattr(opener, "task_call", None)
+    if speedups is None or task_call is None or not short:
+        return None
+    return cast(
+        Callable[..., Any], speedups.TracedCall(task_call, opener.prepare, traced, opener.spec.name)
+    )
+
+
 def generator_wrapper(opener: Opener) -> Callable[..., Any]:
     spec = opener.spec
     name = spec.name
@@ -271,7 +282,7 @@ def generator_wrapper(opener: Opener) -> Callable[..., Any]:
         run = fast_run(parent) if short else None
         return named(traced(wrapped(*args, **kwargs), captured, origin, run, parent), spec)
 
-    return wrapper
+    return _in_c(opener, traced, short) or wrapper
 
 
 def async_generator_wrapper(opener: Opener) -> Callable[..., Any]:
@@ -405,4 +416,4 @@ def async_generator_wrapper(opener: Opener) -> Callable[..., Any]:
         run = fast_run(parent) if short_spec else None
         return named(traced(wrapped(*args, **kwargs), captured, origin, run, parent), spec)
 
-    return wrapper
+    return _in_c(opener, traced, short_spec) or wrapper

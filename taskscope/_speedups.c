@@ -73,7 +73,8 @@ static PyObject *s_run, *s_recording, *s_live, *s_capturer, *s_spec_capturer, *s
 static PyObject *s_enter_slow, *s_exit_slow, *s_end_short, *s_reset_elsewhere, *s_check_name,
     *s_output, *s_begin_kind, *s_finish_kind, *s_task_kind_default;
 static PyObject *s_kw_input, *s_kw_metadata, *s_kw_kind;
-static PyObject *s_send, *s_throw, *s_close, *s_asend, *s_athrow, *s_aclose, *s_anext;
+static PyObject *s_send, *s_throw, *s_close, *s_asend, *s_athrow, *s_aclose, *s_anext,
+    *s_name_attr, *s_qualname_attr;
 static PyObject *s_value, *s_label, *s_labels, *s_levels[4], *s_self_method, *s_doc_attr,
     *s_module_attr;
 static PyObject *op_codes[OP_CODES];
@@ -130,6 +131,8 @@ intern_all(void)
     INTERN(s_athrow, "athrow");
     INTERN(s_aclose, "aclose");
     INTERN(s_anext, "__anext__");
+    INTERN(s_name_attr, "__name__");
+    INTERN(s_qualname_attr, "__qualname__");
     INTERN(s_kw_metadata, "metadata");
     INTERN(s_kw_kind, "kind");
     INTERN(s_value, "value");
@@ -1318,6 +1321,151 @@ static PyTypeObject TaskCallType = {
 };
 
 
+/* -- TracedCall: the wrapt wrapper of a decorated coroutine or (async) generator function ----- */
+
+/* What the Python ``wrapper`` of _decorator._coroutine_wrapper and of _generators'
+ * generator_wrapper / async_generator_wrapper does (their twins), without its Python frames:
+ * capture the inputs at call time (with the TaskCall's argument table when a run is current,
+ * else through the opener's prepare, which knows about auto_run and disabled), call the
+ * function, and hand what it made to ``traced``, the Python coroutine or generator that runs it
+ * as a task (it must stay a real coroutine or generator):
+ *   coroutines:  traced(coroutine, captured)
+ *   generators:  traced(generator, captured, origin, run, parent), named after the task, with
+ *                origin the caller's context copied, parent the current task and run the one a
+ *                task opened now records into (None when it cannot take the short road). */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *capture;  /* a TaskCall (its capture), or any capture(instance, args, kwargs) */
+    PyObject *prepare;  /* opener.prepare(instance, args, kwargs): no run is current */
+    PyObject *traced;
+    PyObject *name;     /* a generator's task name, or None for a coroutine function */
+} TracedCall;
+
+static int short_road_run(PyObject **run_out, PyObject **parent_out);
+
+/* traced(generator, captured, origin, run, parent), named: a new reference, or NULL. */
+static PyObject *
+traced_generator(TracedCall *self, PyObject *made, PyObject *captured)
+{
+    PyObject *run = NULL, *parent = NULL, *result = NULL;
+    PyObject *origin = PyContext_CopyCurrent();
+    if (origin == NULL) return NULL;
+    int found = short_road_run(&run, &parent);
+    if (found < 0) goto done;
+    if (found == 0) {
+        run = Py_NewRef(Py_None);
+        if (PyContextVar_Get(task_var, Py_None, &parent) < 0) goto done;
+    }
+    PyObject *call_args[5] = {made, captured, origin, run, parent};
+    result = PyObject_Vectorcall(self->traced, call_args, 5, NULL);
+    if (result != NULL && (PyObject_SetAttr(result, s_name_attr, self->name) < 0 ||
+                           PyObject_SetAttr(result, s_qualname_attr, self->name) < 0))
+        Py_CLEAR(result);
+done:
+    Py_DECREF(origin);
+    Py_XDECREF(run);
+    Py_XDECREF(parent);
+    return result;
+}
+
+static PyObject *
+tcall_vectorcall(PyObject *op_self, PyObject *const *argv, size_t nargsf, PyObject *kwnames)
+{
+    TracedCall *self = (TracedCall *)op_self;
+    if (PyVectorcall_NARGS(nargsf) != 4 || kwnames != NULL || !PyTuple_Check(argv[2])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "TracedCall takes (wrapped, instance, args: tuple, kwargs)");
+        return NULL;
+    }
+    PyObject *run, *captured;
+    if (PyContextVar_Get(run_var, Py_None, &run) < 0) return NULL;
+    Py_DECREF(run);  /* only compared */
+    if (run == Py_None) captured = PyObject_Vectorcall(self->prepare, argv + 1, 3, NULL);
+    else if (Py_IS_TYPE(self->capture, &TaskCallType))
+        captured = taskcall_capture(self->capture, argv + 1, 3);
+    else captured = PyObject_Vectorcall(self->capture, argv + 1, 3, NULL);
+    if (captured == NULL) return NULL;
+    PyObject *made = call_wrapped(argv[0], argv[2], argv[3]);
+    PyObject *result = NULL;
+    if (made != NULL && self->name == Py_None) {
+        PyObject *pair[2] = {made, captured};
+        result = PyObject_Vectorcall(self->traced, pair, 2, NULL);
+    }
+    else if (made != NULL) {
+        result = traced_generator(self, made, captured);
+    }
+    Py_XDECREF(made);
+    Py_DECREF(captured);
+    return result;
+}
+
+static int
+tcall_init(TracedCall *self, PyObject *args, PyObject *kwargs)
+{
+    PyObject *capture, *prepare, *traced, *name = Py_None;
+    if (!PyArg_ParseTuple(args, "OOO|O:TracedCall", &capture, &prepare, &traced, &name))
+        return -1;
+    if (name != Py_None && !PyUnicode_Check(name)) {
+        PyErr_SetString(PyExc_TypeError, "TracedCall's name is a str or None");
+        return -1;
+    }
+    Py_XSETREF(self->capture, Py_NewRef(capture));
+    Py_XSETREF(self->prepare, Py_NewRef(prepare));
+    Py_XSETREF(self->traced, Py_NewRef(traced));
+    Py_XSETREF(self->name, Py_NewRef(name));
+    self->vectorcall = tcall_vectorcall;
+    return 0;
+}
+
+static int
+tcall_traverse(TracedCall *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->capture);
+    Py_VISIT(self->prepare);
+    Py_VISIT(self->traced);
+    Py_VISIT(self->name);
+    return 0;
+}
+
+static int
+tcall_clear(TracedCall *self)
+{
+    Py_CLEAR(self->capture);
+    Py_CLEAR(self->prepare);
+    Py_CLEAR(self->traced);
+    Py_CLEAR(self->name);
+    return 0;
+}
+
+static void
+tcall_dealloc(TracedCall *self)
+{
+    PyObject_GC_UnTrack(self);
+    tcall_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef tcall_members[] = {
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(TracedCall, vectorcall), READONLY, NULL},
+    {NULL},
+};
+
+static PyTypeObject TracedCallType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "taskscope._speedups.TracedCall",
+    .tp_basicsize = sizeof(TracedCall),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)tcall_init,
+    .tp_traverse = (traverseproc)tcall_traverse,
+    .tp_clear = (inquiry)tcall_clear,
+    .tp_dealloc = (destructor)tcall_dealloc,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(TracedCall, vectorcall),
+    .tp_members = tcall_members,
+};
+
 /* -- method_type: a decorated method bound without wrapt's per-access bound wrapper -------- */
 
 /* wrapt makes a BoundFunctionWrapper (parsing its arguments) at every attribute access of a
@@ -2404,6 +2552,70 @@ await_task_fn(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return (PyObject *)self;
 }
 
+/* _scope.fast_run's twin: the run a short-road task opened now records into, with its parent
+ * (the current task, or None): 1 with new references in *run and *parent; 0 (nothing set)
+ * when there is no such run (none, not recording, or live); -1 with an error set. */
+static int
+short_road_run(PyObject **run_out, PyObject **parent_out)
+{
+    PyObject *parent = NULL, *run = NULL;
+    if (PyContextVar_Get(task_var, Py_None, &parent) < 0) return -1;
+    if (parent != Py_None) {
+        run = is_task_base(parent) ? Py_XNewRef(((TaskBase *)parent)->run)
+                                   : PyObject_GetAttr(parent, s_run);
+        if (run == NULL) {
+            Py_DECREF(parent);
+            if (PyErr_Occurred()) return -1;
+            return 0;
+        }
+    }
+    else if (PyContextVar_Get(run_var, Py_None, &run) < 0) {
+        Py_DECREF(parent);
+        return -1;
+    }
+    int usable = run != Py_None;
+    if (usable && Py_TYPE(run) != run_layout.type) {
+        PyObject *flag = PyObject_GetAttr(run, s_recording);
+        usable = flag == NULL ? -1 : PyObject_IsTrue(flag);
+        Py_XDECREF(flag);
+    }
+    if (usable > 0) {
+        int known;
+        PyObject *live = run_slot(run, RUN_LIVE, &known);
+        live = known ? Py_XNewRef(live) : PyObject_GetAttr(run, s_live);
+        int is_live = live == NULL ? -1 : PyObject_IsTrue(live);
+        Py_XDECREF(live);
+        usable = is_live < 0 ? -1 : !is_live;
+    }
+    if (usable <= 0) {
+        Py_DECREF(parent);
+        Py_DECREF(run);
+        return usable;
+    }
+    *run_out = run;
+    *parent_out = parent;
+    return 1;
+}
+
+/* await_short(coroutine, captured, config): a new TaskAwait under the current task (or run)
+ * when the short road can take it (await_task with _scope.fast_run done here), else None. */
+static PyObject *
+await_short_fn(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "await_short takes (coroutine, captured, config)");
+        return NULL;
+    }
+    PyObject *run, *parent;
+    int found = short_road_run(&run, &parent);
+    if (found <= 0) return found < 0 ? NULL : Py_NewRef(Py_None);
+    PyObject *full[5] = {args[0], run, parent, args[1], args[2]};
+    PyObject *made = await_task_fn(module, full, 5);
+    Py_DECREF(run);
+    Py_DECREF(parent);
+    return made;
+}
+
 static int
 awaiter_traverse(TaskAwait *self, visitproc visit, void *arg)
 {
@@ -3466,6 +3678,9 @@ static PyMethodDef module_methods[] = {
     {"await_task", (PyCFunction)(void (*)(void))await_task_fn, METH_FASTCALL,
      "An awaitable that runs a coroutine as a task: await_task(coroutine, run, parent, "
      "captured, config)."},
+    {"await_short", (PyCFunction)(void (*)(void))await_short_fn, METH_FASTCALL,
+     "await_task under the current task or run, or None when the short road cannot take it: "
+     "await_short(coroutine, captured, config)."},
     {"start_task", (PyCFunction)(void (*)(void))start_task_fn, METH_FASTCALL,
      "A task started in run and queued: start_task(run, parent, name, input, metadata, kind, "
      "managed=True)."},
@@ -3510,7 +3725,7 @@ PyInit__speedups(void)
         PyType_Ready(&TaskBaseType) < 0 || PyType_Ready(&ReadyType) < 0 ||
         PyType_Ready(&ScopeBaseType) < 0 || PyType_Ready(&TaskIterType) < 0 ||
         PyType_Ready(&TaskAwaitType) < 0 || PyType_Ready(&MethodTwinType) < 0 ||
-        PyType_Ready(&TaskAsyncIterType) < 0)
+        PyType_Ready(&TaskAsyncIterType) < 0 || PyType_Ready(&TracedCallType) < 0)
         return NULL;
     PyObject *module = PyModule_Create(&speedups_module);
     if (module == NULL) return NULL;
@@ -3540,6 +3755,7 @@ PyInit__speedups(void)
         PyModule_AddObjectRef(module, "ScopeBase", (PyObject *)&ScopeBaseType) < 0 ||
         PyModule_AddObjectRef(module, "TaskIter", (PyObject *)&TaskIterType) < 0 ||
         PyModule_AddObjectRef(module, "TaskAsyncIter", (PyObject *)&TaskAsyncIterType) < 0 ||
+        PyModule_AddObjectRef(module, "TracedCall", (PyObject *)&TracedCallType) < 0 ||
         PyModule_AddObjectRef(module, "MethodTwin", (PyObject *)&MethodTwinType) < 0 ||
         PyModule_AddStringConstant(module, "SOURCE_HASH", TASKSCOPE_SOURCE_HASH) < 0) {
         Py_DECREF(module);

@@ -122,6 +122,21 @@ class TaskAsyncIter:
     def throw(self, *args: Any) -> Any: ...
     def close(self) -> None: ...
 
+class TracedCall:
+    """A decorated coroutine or (async) generator function's wrapt wrapper."""
+
+    def __init__(
+        self,
+        capture: Any,
+        prepare: Callable[[Any, tuple[Any, ...], dict[str, Any]], Any],
+        traced: Callable[..., Any],
+        name: str | None = None,
+        /,
+    ) -> None: ...
+    def __call__(
+        self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], /
+    ) -> Any: ...
+
 class TaskAwait:
     """An async function's task around its coroutine (``taskscope._decorator``)."""
 
@@ -142,6 +157,7 @@ def end_task(run: Any, task: Any, result: Any, captured: bool = False, /) -> boo
 def emit(run: Any, type: Any, payload: Any, level: Any, /) -> bool: ...
 def method_type(base: type, name: str, /) -> type: ...
 def use_scope_type(scope_type: type, /) -> Any: ...
+def await_short(coroutine: Any, captured: Any, config: tuple[Any, ...], /) -> TaskAwait | None: ...
 def await_task(
     coroutine: Any, run: Any, parent: Any, captured: Any, config: tuple[Any, ...], /
 ) -> TaskAwait: ...

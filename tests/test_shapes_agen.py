@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import contextvars
 import inspect
+import types
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, cast
 
@@ -434,3 +435,113 @@ def test_c_task_async_iter_driven_by_hand() -> None:
         assert current_name() is None
 
     contextvars.copy_context().run(inside)
+
+
+def test_async_functions_and_generators_in_an_unsampled_run_and_outside_any_run(
+    taskscope_capture: Capture,
+) -> None:
+    """The wrappers' C twin (TracedCall) finds no run to record into: nothing is recorded in
+    a run sampled out, and outside any run each call is a run of its own."""
+
+    @taskscope.task("agen.plain")
+    async def plain(n: int) -> int:
+        return n + 1
+
+    @taskscope.task("agen.counts")
+    async def counts(n: int) -> AsyncIterator[int]:
+        for index in range(n):
+            yield index
+
+    async def main() -> tuple[int, list[int], int, list[int]]:
+        taskscope.configure(sample_rate=0.0)
+        with taskscope.run("sampled out"):
+            inside = (await plain(1), [i async for i in counts(2)])
+        taskscope.configure(sample_rate=1.0)
+        return (*inside, await plain(5), [i async for i in counts(1)])
+
+    assert asyncio.run(main()) == (2, [0, 1], 6, [0])
+    assert [(t.name, t.input, t.output, t.status) for t in taskscope_capture.tasks] == [
+        ("agen.plain", {"n": 5}, 6, "completed"),
+        ("agen.counts", {"n": 1}, [0], "completed"),
+    ]
+    assert sorted(r.name for r in taskscope_capture.runs) == ["agen.counts", "agen.plain"]
+
+
+@needs_c
+def test_c_traced_call_and_await_short_by_hand() -> None:
+    """The C wrapper with a capture of any kind, its refusals, and await_short's answers."""
+    assert speedups is not None
+    made: list[Any] = []
+
+    def traced(*parts: Any) -> Any:
+        made.append(parts)
+        return parts[0]
+
+    def capture(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return ("captured", instance, args, kwargs)
+
+    def prepare(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return ("prepared", instance, args, kwargs)
+
+    def body(a: int, b: int = 0) -> list[int]:
+        return [a, b]
+
+    coroutine_call = speedups.TracedCall(capture, prepare, traced)
+    generator_call = speedups.TracedCall(capture, prepare, lambda *parts: iter(()), "named")
+    unnamable = speedups.TracedCall(capture, prepare, traced, "named")
+    run = taskscope.Client([]).start_run(name="by-hand")
+
+    def inside() -> None:
+        assert coroutine_call(body, None, (1,), {"b": 2}) == [1, 2]
+        _context.activate_run(run)
+        assert coroutine_call(body, "me", (3,), {}) == [3, 0]
+        with pytest.raises(AttributeError):  # a list cannot be named after the task
+            unnamable(body, None, (4,), {})
+        with pytest.raises(AttributeError):
+            generator_call(body, None, (5,), {})  # neither can a list_iterator
+        with pytest.raises(TypeError, match="TracedCall takes"):
+            coroutine_call(body, None, [1], {})
+        with pytest.raises(ValueError):
+            coroutine_call(lambda: (_ for _ in ()).throw(ValueError("in the call")), None, (), {})
+
+        async def nothing() -> None:
+            return None
+
+        waiting = nothing()
+        config: tuple[Any, ...] = ("n", "task", True, print, set(), print, print)
+        assert speedups.await_short(waiting, None, config) is not None
+        with pytest.raises(TypeError, match="await_short takes"):
+            speedups.await_short(waiting, None)
+        # A task of another kind in the variable: its run read as an attribute, and a run of
+        # another kind: its recording and _live too.
+        stand_in: Any = types.SimpleNamespace
+        answers = []
+        for recording, live in ((True, None), (False, None), (True, "live")):
+            other_run = stand_in(recording=recording, _live=live)
+            token = _context.current_task_var.set(stand_in(run=other_run))
+            answers.append(speedups.await_short(waiting, None, config) is not None)
+            _context.current_task_var.reset(token)
+        assert answers == [True, False, False]
+        token = _context.current_task_var.set(stand_in())
+        with pytest.raises(AttributeError):
+            speedups.await_short(waiting, None, config)
+        _context.current_task_var.reset(token)
+        waiting.close()
+
+    contextvars.copy_context().run(inside)
+    assert made[0][1] == ("prepared", None, (1,), {"b": 2})
+    assert made[1][1] == ("captured", "me", (3,), {})
+    assert made[2][1:] == (("captured", None, (4,), {}), made[2][2], run, None)
+    assert isinstance(made[2][2], contextvars.Context)
+    with pytest.raises(TypeError, match="name is a str or None"):
+        speedups.TracedCall(capture, prepare, traced, 5)
+
+    async def idle() -> None:
+        return None
+
+    outside = idle()
+    assert (
+        speedups.await_short(outside, None, ("n", "task", True, print, set(), print, print)) is None
+    )
+    outside.close()
+    run.complete()
