@@ -430,6 +430,23 @@ def test_c_task_async_iter_driven_by_hand() -> None:
             next(thrown.athrow(KeyError("at the yield")).__await__())
         with pytest.raises(AttributeError):
             next(steps_of(5, None).__await__())  # not an async iterator
+
+        async def catcher() -> AsyncIterator[str]:
+            try:
+                await asyncio.sleep(0)
+            except KeyError:
+                await asyncio.sleep(0)  # caught, and suspended again
+            yield "after"
+
+        def refuse(item: Any) -> None:
+            raise RuntimeError(f"cannot keep {item!r}")
+
+        caught = speedups.TaskAsyncIter(catcher(), task, None, 10, refuse, print)
+        step = caught.__await__()
+        assert next(step) is None
+        assert step.throw(KeyError("k")) is None
+        with pytest.raises(RuntimeError, match="cannot keep 'after'"):
+            next(step)
         with pytest.raises(TypeError, match="TaskAsyncIter takes"):
             speedups.TaskAsyncIter(body(), task, (), 1, added.append, print)
         assert current_name() is None
