@@ -62,10 +62,9 @@ class _TaskOpener:
         self.spec = spec
         # The C wrapper's capture (its bound-argument table) when the C module is in use.
         speedups = _accel.speedups
+        self.task_call = _task_call(speedups, spec, None, None, None) if speedups else None
         self.capture: Callable[[Any, tuple[Any, ...], dict[str, Any]], Any] = (
-            _task_call(speedups, spec, None, None, None).capture
-            if speedups is not None
-            else spec.captured_input
+            self.task_call.capture if self.task_call is not None else spec.captured_input
         )
 
     def prepare(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -258,12 +257,14 @@ def _coroutine_wrapper(opener: Opener) -> Callable[..., Any]:
     config = (name, kind, raw, finish_returned, pending_coroutines, close_unfinished, reset_task)
 
     async def traced(coroutine: Any, captured_input: Any) -> Any:
-        if short:
+        if short and speedups is not None:  # finding the run, start, forwarding and end in C
+            awaiter = speedups.await_short(coroutine, captured_input, config)
+            if awaiter is not None:
+                return await awaiter
+        elif short:
             parent = _get_task()
             run = fast_run(parent)
             if run is not None:
-                if speedups is not None:  # start, forwarding and end in C
-                    return await speedups.await_task(coroutine, run, parent, captured_input, config)
                 try:
                     task = start_task(run, parent, name, captured_input, None, kind)
                 except Exception:
@@ -315,6 +316,10 @@ def _coroutine_wrapper(opener: Opener) -> Callable[..., Any]:
         captured = opener.prepare(instance, args, kwargs)
         return traced(wrapped(*args, **kwargs), captured)
 
+    if speedups is not None and isinstance(opener, _TaskOpener):  # the same, in C
+        return cast(
+            Callable[..., Any], speedups.TracedCall(opener.task_call, opener.prepare, traced)
+        )
     return wrapper
 
 

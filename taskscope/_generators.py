@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import AsyncGenerator, Callable, Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from . import _accel, _context
 from ._capture import PLAIN_TYPES
@@ -221,6 +221,17 @@ def _iterate(
     return value
 
 
+def _in_c(opener: Opener, traced: Callable[..., Any], short: bool) -> Callable[..., Any] | None:
+    """The C twin of a short-road ``wrapper`` below (``_speedups.TracedCall``), or None."""
+    speedups = _accel.speedups
+    task_call = getattr(opener, "task_call", None)
+    if speedups is None or task_call is None or not short:
+        return None
+    return cast(
+        Callable[..., Any], speedups.TracedCall(task_call, opener.prepare, traced, opener.spec.name)
+    )
+
+
 def generator_wrapper(opener: Opener) -> Callable[..., Any]:
     spec = opener.spec
     name = spec.name
@@ -271,7 +282,7 @@ def generator_wrapper(opener: Opener) -> Callable[..., Any]:
         run = fast_run(parent) if short else None
         return named(traced(wrapped(*args, **kwargs), captured, origin, run, parent), spec)
 
-    return wrapper
+    return _in_c(opener, traced, short) or wrapper
 
 
 def async_generator_wrapper(opener: Opener) -> Callable[..., Any]:
@@ -288,11 +299,42 @@ def async_generator_wrapper(opener: Opener) -> Callable[..., Any]:
         parent: Task | None,
     ) -> AsyncGenerator[Any, Any]:
         if run is not None and run.recording and not run._live:
-            task: Task | None = start_task(run, parent, name, captured_input, None, kind)
-            frame: Frame | None = Frame(task, run, False, activates_run=_get_run() is not run)
+            started = start_task(run, parent, name, captured_input, None, kind)
+            speedups = _accel.speedups
+            if speedups is not None and _get_run() is run:  # each step a TaskAsyncIter await
+                items = Items(spec)
+                kept = items.items if _keeps_plain(items) else None
+                steps = speedups.TaskAsyncIter(
+                    generator, started, kept, items.limit, items.add, reset_task
+                )
+                step = steps
+                while True:
+                    try:
+                        item = await step  # the task current while the body runs, item kept
+                    except StopAsyncIteration:
+                        end_returned(run, started, items.output(started), False)
+                        return
+                    except BaseException as exc:  # CancelledError included: failed
+                        fail(Frame(started, run, False), exc, items.partial(started))
+                        raise
+                    try:
+                        sent = yield item
+                    except GeneratorExit:  # aclose(), a break, or garbage collection
+                        try:
+                            await steps.aclose()
+                        except BaseException as exc:
+                            fail(Frame(started, run, False), exc, items.partial(started))
+                            raise
+                        finish(Frame(started, run, False), items.output(started), closed_early=True)
+                        raise
+                    except BaseException as exc:  # thrown in by the consumer: pass it on
+                        step = steps.athrow(exc)
+                    else:
+                        step = steps if sent is None else steps.asend(sent)
+            frame: Frame | None = Frame(started, run, False, activates_run=_get_run() is not run)
         else:
             frame = begin_in(origin, opener, captured_input)
-        task = frame.task if frame is not None else None
+        task: Task | None = frame.task if frame is not None else None
         items = Items(spec)
         # The short road: only the task is made current at each step (see _short_road).
         short = (
@@ -374,4 +416,4 @@ def async_generator_wrapper(opener: Opener) -> Callable[..., Any]:
         run = fast_run(parent) if short_spec else None
         return named(traced(wrapped(*args, **kwargs), captured, origin, run, parent), spec)
 
-    return wrapper
+    return _in_c(opener, traced, short_spec) or wrapper

@@ -73,7 +73,8 @@ static PyObject *s_run, *s_recording, *s_live, *s_capturer, *s_spec_capturer, *s
 static PyObject *s_enter_slow, *s_exit_slow, *s_end_short, *s_reset_elsewhere, *s_check_name,
     *s_output, *s_begin_kind, *s_finish_kind, *s_task_kind_default;
 static PyObject *s_kw_input, *s_kw_metadata, *s_kw_kind;
-static PyObject *s_send, *s_throw, *s_close;
+static PyObject *s_send, *s_throw, *s_close, *s_asend, *s_athrow, *s_aclose, *s_anext,
+    *s_name_attr, *s_qualname_attr;
 static PyObject *s_value, *s_label, *s_labels, *s_levels[4], *s_self_method, *s_doc_attr,
     *s_module_attr;
 static PyObject *op_codes[OP_CODES];
@@ -126,6 +127,12 @@ intern_all(void)
     INTERN(s_send, "send");
     INTERN(s_throw, "throw");
     INTERN(s_close, "close");
+    INTERN(s_asend, "asend");
+    INTERN(s_athrow, "athrow");
+    INTERN(s_aclose, "aclose");
+    INTERN(s_anext, "__anext__");
+    INTERN(s_name_attr, "__name__");
+    INTERN(s_qualname_attr, "__qualname__");
     INTERN(s_kw_metadata, "metadata");
     INTERN(s_kw_kind, "kind");
     INTERN(s_value, "value");
@@ -1314,6 +1321,151 @@ static PyTypeObject TaskCallType = {
 };
 
 
+/* -- TracedCall: the wrapt wrapper of a decorated coroutine or (async) generator function ----- */
+
+/* What the Python ``wrapper`` of _decorator._coroutine_wrapper and of _generators'
+ * generator_wrapper / async_generator_wrapper does (their twins), without its Python frames:
+ * capture the inputs at call time (with the TaskCall's argument table when a run is current,
+ * else through the opener's prepare, which knows about auto_run and disabled), call the
+ * function, and hand what it made to ``traced``, the Python coroutine or generator that runs it
+ * as a task (it must stay a real coroutine or generator):
+ *   coroutines:  traced(coroutine, captured)
+ *   generators:  traced(generator, captured, origin, run, parent), named after the task, with
+ *                origin the caller's context copied, parent the current task and run the one a
+ *                task opened now records into (None when it cannot take the short road). */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *capture;  /* a TaskCall (its capture), or any capture(instance, args, kwargs) */
+    PyObject *prepare;  /* opener.prepare(instance, args, kwargs): no run is current */
+    PyObject *traced;
+    PyObject *name;     /* a generator's task name, or None for a coroutine function */
+} TracedCall;
+
+static int short_road_run(PyObject **run_out, PyObject **parent_out);
+
+/* traced(generator, captured, origin, run, parent), named: a new reference, or NULL. */
+static PyObject *
+traced_generator(TracedCall *self, PyObject *made, PyObject *captured)
+{
+    PyObject *run = NULL, *parent = NULL, *result = NULL;
+    PyObject *origin = PyContext_CopyCurrent();
+    if (origin == NULL) return NULL;
+    int found = short_road_run(&run, &parent);
+    if (found < 0) goto done;
+    if (found == 0) {
+        run = Py_NewRef(Py_None);
+        if (PyContextVar_Get(task_var, Py_None, &parent) < 0) goto done;
+    }
+    PyObject *call_args[5] = {made, captured, origin, run, parent};
+    result = PyObject_Vectorcall(self->traced, call_args, 5, NULL);
+    if (result != NULL && (PyObject_SetAttr(result, s_name_attr, self->name) < 0 ||
+                           PyObject_SetAttr(result, s_qualname_attr, self->name) < 0))
+        Py_CLEAR(result);
+done:
+    Py_DECREF(origin);
+    Py_XDECREF(run);
+    Py_XDECREF(parent);
+    return result;
+}
+
+static PyObject *
+tcall_vectorcall(PyObject *op_self, PyObject *const *argv, size_t nargsf, PyObject *kwnames)
+{
+    TracedCall *self = (TracedCall *)op_self;
+    if (PyVectorcall_NARGS(nargsf) != 4 || kwnames != NULL || !PyTuple_Check(argv[2])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "TracedCall takes (wrapped, instance, args: tuple, kwargs)");
+        return NULL;
+    }
+    PyObject *run, *captured;
+    if (PyContextVar_Get(run_var, Py_None, &run) < 0) return NULL;
+    Py_DECREF(run);  /* only compared */
+    if (run == Py_None) captured = PyObject_Vectorcall(self->prepare, argv + 1, 3, NULL);
+    else if (Py_IS_TYPE(self->capture, &TaskCallType))
+        captured = taskcall_capture(self->capture, argv + 1, 3);
+    else captured = PyObject_Vectorcall(self->capture, argv + 1, 3, NULL);
+    if (captured == NULL) return NULL;
+    PyObject *made = call_wrapped(argv[0], argv[2], argv[3]);
+    PyObject *result = NULL;
+    if (made != NULL && self->name == Py_None) {
+        PyObject *pair[2] = {made, captured};
+        result = PyObject_Vectorcall(self->traced, pair, 2, NULL);
+    }
+    else if (made != NULL) {
+        result = traced_generator(self, made, captured);
+    }
+    Py_XDECREF(made);
+    Py_DECREF(captured);
+    return result;
+}
+
+static int
+tcall_init(TracedCall *self, PyObject *args, PyObject *kwargs)
+{
+    PyObject *capture, *prepare, *traced, *name = Py_None;
+    if (!PyArg_ParseTuple(args, "OOO|O:TracedCall", &capture, &prepare, &traced, &name))
+        return -1;
+    if (name != Py_None && !PyUnicode_Check(name)) {
+        PyErr_SetString(PyExc_TypeError, "TracedCall's name is a str or None");
+        return -1;
+    }
+    Py_XSETREF(self->capture, Py_NewRef(capture));
+    Py_XSETREF(self->prepare, Py_NewRef(prepare));
+    Py_XSETREF(self->traced, Py_NewRef(traced));
+    Py_XSETREF(self->name, Py_NewRef(name));
+    self->vectorcall = tcall_vectorcall;
+    return 0;
+}
+
+static int
+tcall_traverse(TracedCall *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->capture);
+    Py_VISIT(self->prepare);
+    Py_VISIT(self->traced);
+    Py_VISIT(self->name);
+    return 0;
+}
+
+static int
+tcall_clear(TracedCall *self)
+{
+    Py_CLEAR(self->capture);
+    Py_CLEAR(self->prepare);
+    Py_CLEAR(self->traced);
+    Py_CLEAR(self->name);
+    return 0;
+}
+
+static void
+tcall_dealloc(TracedCall *self)
+{
+    PyObject_GC_UnTrack(self);
+    tcall_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef tcall_members[] = {
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(TracedCall, vectorcall), READONLY, NULL},
+    {NULL},
+};
+
+static PyTypeObject TracedCallType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "taskscope._speedups.TracedCall",
+    .tp_basicsize = sizeof(TracedCall),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)tcall_init,
+    .tp_traverse = (traverseproc)tcall_traverse,
+    .tp_clear = (inquiry)tcall_clear,
+    .tp_dealloc = (destructor)tcall_dealloc,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(TracedCall, vectorcall),
+    .tp_members = tcall_members,
+};
+
 /* -- method_type: a decorated method bound without wrapt's per-access bound wrapper -------- */
 
 /* wrapt makes a BoundFunctionWrapper (parsing its arguments) at every attribute access of a
@@ -2400,6 +2552,70 @@ await_task_fn(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return (PyObject *)self;
 }
 
+/* _scope.fast_run's twin: the run a short-road task opened now records into, with its parent
+ * (the current task, or None): 1 with new references in *run and *parent; 0 (nothing set)
+ * when there is no such run (none, not recording, or live); -1 with an error set. */
+static int
+short_road_run(PyObject **run_out, PyObject **parent_out)
+{
+    PyObject *parent = NULL, *run = NULL;
+    if (PyContextVar_Get(task_var, Py_None, &parent) < 0) return -1;
+    if (parent != Py_None) {
+        run = is_task_base(parent) ? Py_XNewRef(((TaskBase *)parent)->run)
+                                   : PyObject_GetAttr(parent, s_run);
+        if (run == NULL) {
+            Py_DECREF(parent);
+            if (PyErr_Occurred()) return -1;
+            return 0;
+        }
+    }
+    else if (PyContextVar_Get(run_var, Py_None, &run) < 0) {
+        Py_DECREF(parent);
+        return -1;
+    }
+    int usable = run != Py_None;
+    if (usable && Py_TYPE(run) != run_layout.type) {
+        PyObject *flag = PyObject_GetAttr(run, s_recording);
+        usable = flag == NULL ? -1 : PyObject_IsTrue(flag);
+        Py_XDECREF(flag);
+    }
+    if (usable > 0) {
+        int known;
+        PyObject *live = run_slot(run, RUN_LIVE, &known);
+        live = known ? Py_XNewRef(live) : PyObject_GetAttr(run, s_live);
+        int is_live = live == NULL ? -1 : PyObject_IsTrue(live);
+        Py_XDECREF(live);
+        usable = is_live < 0 ? -1 : !is_live;
+    }
+    if (usable <= 0) {
+        Py_DECREF(parent);
+        Py_DECREF(run);
+        return usable;
+    }
+    *run_out = run;
+    *parent_out = parent;
+    return 1;
+}
+
+/* await_short(coroutine, captured, config): a new TaskAwait under the current task (or run)
+ * when the short road can take it (await_task with _scope.fast_run done here), else None. */
+static PyObject *
+await_short_fn(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "await_short takes (coroutine, captured, config)");
+        return NULL;
+    }
+    PyObject *run, *parent;
+    int found = short_road_run(&run, &parent);
+    if (found <= 0) return found < 0 ? NULL : Py_NewRef(Py_None);
+    PyObject *full[5] = {args[0], run, parent, args[1], args[2]};
+    PyObject *made = await_task_fn(module, full, 5);
+    Py_DECREF(run);
+    Py_DECREF(parent);
+    return made;
+}
+
 static int
 awaiter_traverse(TaskAwait *self, visitproc visit, void *arg)
 {
@@ -2463,6 +2679,335 @@ static PyTypeObject TaskAwaitType = {
     .tp_iternext = (iternextfunc)awaiter_next,
     .tp_methods = awaiter_methods,
     .tp_members = awaiter_members,
+};
+
+/* -- TaskAsyncIter: an async generator's steps with its task current, for ``await`` -------- */
+
+/* The async generator wrapper (taskscope._generators) awaits one of these for each item, so it
+ * stays a real async generator while each step runs here: the wrapped generator's asend (or
+ * athrow, aclose) awaitable is driven with the task current around every send into it and
+ * restored before each suspension reaches the event loop, and a finished item is kept as
+ * TaskIter keeps it. StopAsyncIteration and the body's errors pass through to the wrapper,
+ * which ends the task. Its Python twin is the short road of async_generator_wrapper. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *generator;  /* the wrapped async generator */
+    PyObject *task;
+    PyObject *kept;       /* as TaskIter's */
+    Py_ssize_t limit;
+    PyObject *add;
+    PyObject *reset;
+    PyObject *step;       /* the awaitable of the step under way, or NULL between steps */
+    PyObject *value;      /* what the next step sends or throws (asend, athrow), or NULL */
+    int how;              /* the next step: STEP_NEXT, STEP_SEND, STEP_THROW or STEP_CLOSE */
+} TaskAsyncIter;
+
+enum { DRIVE_SEND, DRIVE_THROW, DRIVE_CLOSE };
+
+/* Makes current again what was current before token's set, keeping any pending exception;
+ * a token made in another Context goes through reset (_scope.reset_task). */
+static void
+restore_task(PyObject *token, PyObject *task, PyObject *reset)
+{
+    PyObject *type, *error, *traceback;
+    PyErr_Fetch(&type, &error, &traceback);
+    if (PyContextVar_Reset(task_var, token) < 0) {
+        PyErr_Clear();
+        PyObject *done = PyObject_CallFunctionObjArgs(reset, token, task, NULL);
+        if (done == NULL) PyErr_Clear();  /* the body's own outcome goes on */
+        Py_XDECREF(done);
+    }
+    PyErr_Restore(type, error, traceback);
+}
+
+/* Keeps a yielded item (borrowed) as TaskIter does: 0, or -1 with an exception set. */
+static int
+keep_item(PyObject *kept, Py_ssize_t limit, PyObject *add, PyObject *item)
+{
+    if (kept != Py_None && PyList_GET_SIZE(kept) < limit &&
+        (item == Py_None || Py_IS_TYPE(item, &PyLong_Type) || Py_IS_TYPE(item, &PyBool_Type)))
+        return PyList_Append(kept, item);
+    PyObject *done = PyObject_CallOneArg(add, item);
+    if (done == NULL) return -1;
+    Py_DECREF(done);
+    return 0;
+}
+
+/* The value of the StopIteration being raised (a new reference), which is cleared; NULL with
+ * the exception left set when it is something else. */
+static PyObject *
+stop_value(void)
+{
+    if (!PyErr_ExceptionMatches(PyExc_StopIteration)) return NULL;
+    PyObject *type, *error, *traceback;
+    PyErr_Fetch(&type, &error, &traceback);
+    PyErr_NormalizeException(&type, &error, &traceback);
+    PyObject *value = error != NULL ? PyObject_GetAttr(error, s_value) : Py_NewRef(Py_None);
+    Py_XDECREF(type);
+    Py_XDECREF(error);
+    Py_XDECREF(traceback);
+    return value;
+}
+
+/* The wrapped generator's awaitable for the next step, in self->step: 0, or -1. */
+static int
+aiter_begin(TaskAsyncIter *self)
+{
+    PyObject *generator = self->generator, *step;
+    PyAsyncMethods *async = Py_TYPE(generator)->tp_as_async;
+    switch (self->how) {
+    case STEP_NEXT:
+        step = async != NULL && async->am_anext != NULL
+                   ? async->am_anext(generator)
+                   : PyObject_CallMethodNoArgs(generator, s_anext);
+        break;
+    case STEP_SEND:
+        step = PyObject_CallMethodOneArg(generator, s_asend, self->value);
+        break;
+    case STEP_THROW:
+        step = PyObject_CallMethodOneArg(generator, s_athrow, self->value);
+        break;
+    default:
+        step = PyObject_CallMethodNoArgs(generator, s_aclose);
+        break;
+    }
+    Py_CLEAR(self->value);
+    self->step = step;
+    return step == NULL ? -1 : 0;
+}
+
+/* One send, throw or close into the step under way, with the task current around it. */
+static PySendResult
+aiter_drive(TaskAsyncIter *self, int drive, PyObject *arg, PyObject **result)
+{
+    *result = NULL;
+    if (self->generator == NULL) {
+        PyErr_SetString(PyExc_TypeError, "TaskAsyncIter was not initialised");
+        return PYGEN_ERROR;
+    }
+    if (self->step == NULL) {
+        if (drive == DRIVE_CLOSE) {
+            *result = Py_NewRef(Py_None);
+            return PYGEN_RETURN;
+        }
+        if (aiter_begin(self) < 0) return PYGEN_ERROR;
+    }
+    int closing = self->how == STEP_CLOSE;
+    PyObject *token = PyContextVar_Set(task_var, self->task);
+    if (token == NULL) return PYGEN_ERROR;
+    PySendResult status;
+    if (drive == DRIVE_SEND) {
+        status = PyIter_Send(self->step, arg, result);
+    }
+    else {
+        PyObject *method = PyObject_GetAttr(self->step, drive == DRIVE_THROW ? s_throw : s_close);
+        PyObject *answer = method == NULL ? NULL
+                           : drive == DRIVE_THROW ? PyObject_Call(method, arg, NULL)
+                                                  : PyObject_CallNoArgs(method);
+        Py_XDECREF(method);
+        if (drive == DRIVE_CLOSE) {
+            status = answer == NULL ? PYGEN_ERROR : PYGEN_RETURN;
+            *result = answer;
+            closing = 1;
+        }
+        else if (answer != NULL) {
+            status = PYGEN_NEXT;
+            *result = answer;
+        }
+        else {
+            *result = stop_value();
+            status = *result != NULL ? PYGEN_RETURN : PYGEN_ERROR;
+        }
+    }
+    restore_task(token, self->task, self->reset);
+    Py_DECREF(token);
+    if (status == PYGEN_NEXT) return status;
+    Py_CLEAR(self->step);
+    self->how = STEP_NEXT;
+    if (status == PYGEN_ERROR || closing) return status;
+    if (keep_item(self->kept, self->limit, self->add, *result) < 0) {
+        Py_CLEAR(*result);
+        return PYGEN_ERROR;
+    }
+    return status;
+}
+
+static PySendResult
+aiter_send(PyObject *self, PyObject *arg, PyObject **result)
+{
+    return aiter_drive((TaskAsyncIter *)self, DRIVE_SEND, arg, result);
+}
+
+static PyObject *
+aiter_next(PyObject *self)
+{
+    PyObject *result;
+    PySendResult status = aiter_drive((TaskAsyncIter *)self, DRIVE_SEND, Py_None, &result);
+    return awaiter_answer(status, result);
+}
+
+static PyObject *
+aiter_send_method(PyObject *self, PyObject *value)
+{
+    PyObject *result;
+    PySendResult status = aiter_drive((TaskAsyncIter *)self, DRIVE_SEND, value, &result);
+    return awaiter_answer(status, result);
+}
+
+static PyObject *
+aiter_throw(PyObject *self, PyObject *args)
+{
+    PyObject *result;
+    PySendResult status = aiter_drive((TaskAsyncIter *)self, DRIVE_THROW, args, &result);
+    return awaiter_answer(status, result);
+}
+
+static PyObject *
+aiter_close(PyObject *self, PyObject *unused)
+{
+    PyObject *result;
+    if (aiter_drive((TaskAsyncIter *)self, DRIVE_CLOSE, NULL, &result) == PYGEN_ERROR)
+        return NULL;
+    return result;
+}
+
+/* The next await of this object sends value into the wrapped generator (its asend). */
+static PyObject *
+aiter_asend(TaskAsyncIter *self, PyObject *value)
+{
+    if (self->step != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "TaskAsyncIter: a step is under way");
+        return NULL;
+    }
+    self->how = value == Py_None ? STEP_NEXT : STEP_SEND;
+    Py_XSETREF(self->value, value == Py_None ? NULL : Py_NewRef(value));
+    return Py_NewRef(self);
+}
+
+/* The next await of this object throws exc into the wrapped generator (its athrow). */
+static PyObject *
+aiter_athrow(TaskAsyncIter *self, PyObject *exc)
+{
+    if (self->step != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "TaskAsyncIter: a step is under way");
+        return NULL;
+    }
+    self->how = STEP_THROW;
+    Py_XSETREF(self->value, Py_NewRef(exc));
+    return Py_NewRef(self);
+}
+
+/* The next await of this object closes the wrapped generator (its aclose). */
+static PyObject *
+aiter_aclose(TaskAsyncIter *self, PyObject *unused)
+{
+    if (self->step != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "TaskAsyncIter: a step is under way");
+        return NULL;
+    }
+    self->how = STEP_CLOSE;
+    Py_CLEAR(self->value);
+    return Py_NewRef(self);
+}
+
+static PyObject *
+aiter_await(PyObject *op_self)
+{
+    TaskAsyncIter *self = (TaskAsyncIter *)op_self;
+    if (self->step != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "TaskAsyncIter: a step is under way");
+        return NULL;
+    }
+    return Py_NewRef(op_self);
+}
+
+static int
+aiter_init(TaskAsyncIter *self, PyObject *args, PyObject *kwargs)
+{
+    PyObject *generator, *task, *kept, *add, *reset;
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "OOOnOO:TaskAsyncIter", &generator, &task, &kept, &limit, &add,
+                          &reset))
+        return -1;
+    if (kept != Py_None && !PyList_Check(kept)) {
+        PyErr_SetString(PyExc_TypeError, "TaskAsyncIter takes (generator, task, "
+                                         "kept: list | None, limit, add, reset)");
+        return -1;
+    }
+#define KEEP(field) Py_INCREF(field); Py_XSETREF(self->field, field)
+    KEEP(generator);
+    KEEP(task);
+    KEEP(kept);
+    KEEP(add);
+    KEEP(reset);
+#undef KEEP
+    self->limit = limit;
+    self->how = STEP_NEXT;
+    Py_CLEAR(self->step);
+    Py_CLEAR(self->value);
+    return 0;
+}
+
+static int
+aiter_traverse(TaskAsyncIter *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->generator);
+    Py_VISIT(self->task);
+    Py_VISIT(self->kept);
+    Py_VISIT(self->add);
+    Py_VISIT(self->reset);
+    Py_VISIT(self->step);
+    Py_VISIT(self->value);
+    return 0;
+}
+
+static int
+aiter_clear(TaskAsyncIter *self)
+{
+    Py_CLEAR(self->generator);
+    Py_CLEAR(self->task);
+    Py_CLEAR(self->kept);
+    Py_CLEAR(self->add);
+    Py_CLEAR(self->reset);
+    Py_CLEAR(self->step);
+    Py_CLEAR(self->value);
+    return 0;
+}
+
+static void
+aiter_dealloc(TaskAsyncIter *self)
+{
+    PyObject_GC_UnTrack(self);
+    aiter_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef aiter_methods[] = {
+    {"asend", (PyCFunction)aiter_asend, METH_O, "Send a value in at the next await."},
+    {"athrow", (PyCFunction)aiter_athrow, METH_O, "Throw an exception in at the next await."},
+    {"aclose", (PyCFunction)aiter_aclose, METH_NOARGS, "Close the generator at the next await."},
+    {"send", (PyCFunction)aiter_send_method, METH_O, "Send a value into the step."},
+    {"throw", (PyCFunction)aiter_throw, METH_VARARGS, "Raise an exception in the step."},
+    {"close", (PyCFunction)aiter_close, METH_NOARGS, "Close the step."},
+    {NULL},
+};
+
+static PyAsyncMethods aiter_async = {.am_await = aiter_await, .am_send = aiter_send};
+
+static PyTypeObject TaskAsyncIterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "taskscope._speedups.TaskAsyncIter",
+    .tp_basicsize = sizeof(TaskAsyncIter),
+    .tp_flags = READY_FLAGS | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)aiter_init,
+    .tp_traverse = (traverseproc)aiter_traverse,
+    .tp_clear = (inquiry)aiter_clear,
+    .tp_dealloc = (destructor)aiter_dealloc,
+    .tp_as_async = &aiter_async,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)aiter_next,
+    .tp_methods = aiter_methods,
 };
 
 /* -- convert: intake ops into records, on the dispatcher's thread -------------------------- */
@@ -3133,6 +3678,9 @@ static PyMethodDef module_methods[] = {
     {"await_task", (PyCFunction)(void (*)(void))await_task_fn, METH_FASTCALL,
      "An awaitable that runs a coroutine as a task: await_task(coroutine, run, parent, "
      "captured, config)."},
+    {"await_short", (PyCFunction)(void (*)(void))await_short_fn, METH_FASTCALL,
+     "await_task under the current task or run, or None when the short road cannot take it: "
+     "await_short(coroutine, captured, config)."},
     {"start_task", (PyCFunction)(void (*)(void))start_task_fn, METH_FASTCALL,
      "A task started in run and queued: start_task(run, parent, name, input, metadata, kind, "
      "managed=True)."},
@@ -3176,7 +3724,8 @@ PyInit__speedups(void)
     if (PyType_Ready(&IntakeType) < 0 || PyType_Ready(&TaskCallType) < 0 ||
         PyType_Ready(&TaskBaseType) < 0 || PyType_Ready(&ReadyType) < 0 ||
         PyType_Ready(&ScopeBaseType) < 0 || PyType_Ready(&TaskIterType) < 0 ||
-        PyType_Ready(&TaskAwaitType) < 0 || PyType_Ready(&MethodTwinType) < 0)
+        PyType_Ready(&TaskAwaitType) < 0 || PyType_Ready(&MethodTwinType) < 0 ||
+        PyType_Ready(&TaskAsyncIterType) < 0 || PyType_Ready(&TracedCallType) < 0)
         return NULL;
     PyObject *module = PyModule_Create(&speedups_module);
     if (module == NULL) return NULL;
@@ -3205,6 +3754,8 @@ PyInit__speedups(void)
         PyModule_AddObjectRef(module, "TaskBase", (PyObject *)&TaskBaseType) < 0 ||
         PyModule_AddObjectRef(module, "ScopeBase", (PyObject *)&ScopeBaseType) < 0 ||
         PyModule_AddObjectRef(module, "TaskIter", (PyObject *)&TaskIterType) < 0 ||
+        PyModule_AddObjectRef(module, "TaskAsyncIter", (PyObject *)&TaskAsyncIterType) < 0 ||
+        PyModule_AddObjectRef(module, "TracedCall", (PyObject *)&TracedCallType) < 0 ||
         PyModule_AddObjectRef(module, "MethodTwin", (PyObject *)&MethodTwinType) < 0 ||
         PyModule_AddStringConstant(module, "SOURCE_HASH", TASKSCOPE_SOURCE_HASH) < 0) {
         Py_DECREF(module);

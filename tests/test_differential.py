@@ -301,6 +301,8 @@ def _run_batch(programs: list[list[Any]]) -> list[Any]:
         run_ops(body)
         for i in range(n):
             await asyncio.sleep(0)
+            if i == 1:  # the body's ops again after a suspension, between items
+                run_ops(body)
             if i == fail_at:
                 raise ValueError(f"agen {i}")
             yield i
@@ -328,12 +330,17 @@ def _run_batch(programs: list[list[Any]]) -> list[Any]:
         return got
 
     async def atake(items: Any, count: int) -> Any:
+        # Driven by asend (the value sent is ignored by the body); a take of exactly 1 throws
+        # a KeyError in after the first item, which the body does not catch.
         got = []
         try:
-            async for item in items:
-                if len(got) == count:
+            while len(got) < count:
+                try:
+                    got.append(await items.asend(len(got) or None))
+                except StopAsyncIteration:
                     break
-                got.append(item)
+                if count == 1:
+                    await items.athrow(KeyError("thrown in"))
         finally:
             await items.aclose()
         return got
