@@ -12,6 +12,7 @@ import dataclasses
 import datetime as _dt
 import enum
 import math
+import re
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal
@@ -71,6 +72,10 @@ class _Budget:
 _SCRUB_MARGIN = 512
 
 
+# What _truncated_text leaves after the kept characters.
+_CUT_MARK = re.compile(r"…\[truncated [0-9]+ chars\]")
+
+
 def _truncated_text(text: str, keep: int) -> str:
     return f"{text[:keep]}…[truncated {len(text) - keep} chars]"
 
@@ -122,6 +127,16 @@ class Capturer:
                 out = self._plain_tree(value)
             if out is None:
                 out = self._guarded_walk(value)
+        if self.redactor.callback is not None:
+            out = self.redactor.apply_callback(out)
+        return out
+
+    def tree(self, value: dict[str, Any]) -> Any:
+        """``value(value)`` for a dict that is usually a nested JSON tree (a model request):
+        the one-pass copy is tried first, where ``value`` tries the flat copy first."""
+        out = self._plain_tree(value) if self._flat_ok else None
+        if out is None:
+            out = self._guarded_walk(value)
         if self.redactor.callback is not None:
             out = self.redactor.apply_callback(out)
         return out
@@ -324,7 +339,12 @@ class Capturer:
         keep = min(self._max_str, max(budget.left, 0))
         scrub = self._scrub
         if len(text) > keep:
-            if scrub is not None:  # with a margin past the cut: a secret it splits is found
+            if _CUT_MARK.fullmatch(text, keep):
+                # Cut by an earlier capture (a task's metadata is captured at its start and
+                # again at its end): cut again, the count would be of the marker's characters.
+                head = text[:keep] if scrub is None else scrub(text[:keep])[:keep]
+                text = head + text[keep:]
+            elif scrub is not None:  # with a margin past the cut: a secret it splits is found
                 head = scrub(text[: keep + _SCRUB_MARGIN])[:keep]
                 text = f"{head}…[truncated {len(text) - keep} chars]"
             else:

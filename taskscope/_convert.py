@@ -170,8 +170,12 @@ def _task(
         metadata = dict(meta) if meta else {}
     else:
         code, _, status, output, error, end_ns, metadata = end  # a task end: see _ops
-        if code == TASK_END_RAW:
+        if code == TASK_END_RAW:  # output and metadata built by taskscope, captured here
             output = capture(output)
+            if metadata is not None:
+                metadata = capture(metadata)
+                if not isinstance(metadata, dict):
+                    metadata = {"metadata": metadata}
         if error is not None:
             error = _error_info(error)
         if metadata is None:

@@ -16,8 +16,9 @@ code                           tuple
 ``CONTROL``                    ``(code, action)``
 =============================  ==============================================================
 
-``TASK_END_RAW`` is a task end whose output is an immutable scalar not yet captured (the hot
-path leaves that to the dispatcher); ``error`` is an ``ErrorInfo`` or a ``PendingError``.
+``TASK_END_RAW`` is a task end whose output (an immutable scalar from the hot path, or a value
+taskscope built, such as a model's answer) and metadata, if any, are not yet captured: the
+dispatcher captures them. ``error`` is an ``ErrorInfo`` or a ``PendingError``.
 
 Plain tuples, not named ones: an op is made on the caller's thread for every call, and a
 tuple is the cheapest object to build and unpack. Code that reads one field uses the index

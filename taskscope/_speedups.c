@@ -3112,6 +3112,17 @@ captured_output(Converting *c, PyObject *value)
     return PyObject_CallOneArg(c->capture, value);
 }
 
+/* A raw end's metadata (built by taskscope, see Task._complete_uncaptured) captured here, as
+ * _convert does: always a dict. */
+static PyObject *
+captured_metadata(Converting *c, PyObject *metadata)
+{
+    PyObject *captured = PyObject_CallOneArg(c->capture, metadata);
+    if (captured == NULL || PyDict_Check(captured)) return captured;
+    PyObject *wrapped = Py_BuildValue("{sN}", "metadata", captured);
+    return wrapped;
+}
+
 static PyObject *
 field(PyObject *value)
 {
@@ -3183,7 +3194,9 @@ task_record_of(Converting *c, TaskBase *task, PyObject *run, End *end, PyObject 
                                           : PyObject_CallOneArg(c->error_info, end->error);
         if (fields[9] == NULL) goto done;
         fields[10] = Py_NewRef(end->end_ns);
-        fields[12] = end->metadata == Py_None ? PyDict_New() : Py_NewRef(end->metadata);
+        fields[12] = end->metadata == Py_None ? PyDict_New()
+                     : end->raw ? captured_metadata(c, end->metadata)
+                                : Py_NewRef(end->metadata);
         if (fields[12] == NULL) goto done;
     }
     record = make_record(&task_layout, fields,

@@ -184,17 +184,19 @@ class Task(_TaskFields):
             _live.end(self._live, ending(status, output, error, end_ns, meta, None))
 
     def _complete_uncaptured(self, output: Any) -> bool:
-        """End as completed with ``output`` captured by the dispatcher instead of here: True.
+        """End as completed with ``output`` and the metadata captured by the dispatcher instead
+        of here: True.
 
-        Only for a value taskscope built itself and nobody else holds (an LLM answer read from
-        the SDK's response), so no later mutation can change it. False, with nothing done, when
-        it must take ``_finish_managed``: ended or skipped already, or a live exporter's.
+        Only for values taskscope built itself and nobody else holds (an LLM answer read from
+        the SDK's response, its metadata), so no later mutation can change them. False, with
+        nothing done, when it must take ``_finish_managed``: ended or skipped already, or a live
+        exporter's.
         """
         if self.status != "running" or self._skip_reason is not None or self._live:
             return False
         self.status = "completed"
         meta = self._metadata
-        meta = captured_metadata(meta) if meta else None
+        meta = dict(meta) if meta else None  # a copy: the dispatcher captures it, and the output
         # an op: its fields, in the order taskscope._ops gives
         self.run._put((TASK_END_RAW, self, "completed", output, None, _time_ns(), meta))
         return True
@@ -264,7 +266,8 @@ def ending(
 
 def captured_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
     """``metadata`` captured (JSON-safe, bounded, redacted), always as a dict."""
-    captured = settings.capturer.value(dict(metadata))
+    # The capture is a copy: a dict needs no copy of its own first, another mapping does.
+    captured = settings.capturer.value(metadata if type(metadata) is dict else dict(metadata))
     return captured if isinstance(captured, dict) else {"metadata": captured}
 
 

@@ -249,3 +249,36 @@ def test_a_repeated_event_type_is_scrubbed_every_time() -> None:
     assert "ghp_abcdefghijklmnopqrstuvwx" not in first
     assert settings.capturer.label(secret) == first
     assert settings.capturer.label("page.parsed") == "page.parsed"
+
+
+def test_a_value_cut_once_is_the_same_when_captured_again() -> None:
+    """A task's metadata is captured at its start and again at its end: a text cut the first
+    time keeps its first count, not one of the marker's characters."""
+    capturer = Capturer(taskscope.CaptureLimits(max_string_length=20))
+    once = capturer.value({"note": "token=abc " + "y" * 40, "plain": "z" * 30})
+    assert once == {
+        "note": "token=[REDACTED] yyy…[truncated 30 chars]",
+        "plain": "z" * 20 + "…[truncated 10 chars]",
+    }
+    assert capturer.value(once) == once
+    assert capturer.value(capturer.value(once)) == once
+
+
+def test_text_that_only_looks_cut_is_still_scrubbed() -> None:
+    """A user's text shaped like a cut keeps its marker but its head is still scrubbed."""
+    capturer = Capturer(taskscope.CaptureLimits(max_string_length=20))
+    looks_cut = "password=hunter2 abc…[truncated 99 chars]"
+    assert capturer.value({"x": looks_cut}) == {"x": "password=[REDACTED] …[truncated 99 chars]"}
+
+
+def test_a_task_with_long_metadata_records_one_cut(taskscope_capture: Capture) -> None:
+    """@task metadata cut at the start is not cut again at the end."""
+    taskscope.configure(capture_limits=taskscope.CaptureLimits(max_string_length=10))
+
+    @taskscope.task("noted", metadata={"note": "n" * 25})
+    def noted() -> int:
+        return 1
+
+    with taskscope.run("r"):
+        noted()
+    assert taskscope_capture.task("noted").metadata == {"note": "n" * 10 + "…[truncated 15 chars]"}

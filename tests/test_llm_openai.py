@@ -535,6 +535,22 @@ def test_the_answer_is_redacted_and_bounded_like_any_output(server: FakeLLMServe
     }
 
 
+def test_the_metadata_is_redacted_and_bounded_like_any_metadata(server: FakeLLMServer) -> None:
+    """The model names in the metadata (captured off the caller's thread too) are scrubbed and
+    cut like any captured text: the request's at the call, the answer's by the dispatcher."""
+    taskscope.configure(capture_limits=taskscope.CaptureLimits(max_string_length=40))
+    client = taskscope.instrument_openai(sync_client(server))
+    model = "gpt-5 password=hunter2 " + "m" * 30
+    with capture() as cap, taskscope.run("agent"):
+        client.chat.completions.create(model=model, messages=MESSAGES)
+    [task] = [t for t in cap.tasks if t.kind == "llm"]
+    scrubbed = "gpt-5 password=[REDACTED] " + "m" * 30
+    assert task.metadata["request_model"] == scrubbed[:40] + "…[truncated 13 chars]"
+    assert task.metadata["response_model"] == scrubbed[:40] + "…[truncated 24 chars]"
+    assert {key: task.metadata[key] for key in CHAT_USAGE} == CHAT_USAGE
+    assert task.metadata["response_id"] == "chatcmpl-fake1"
+
+
 def test_instrument_with_something_else_says_what_it_takes() -> None:
     """A wrong argument: a TypeError naming the client classes."""
     with pytest.raises(TypeError, match=r"instrument_openai\(\) takes a openai.OpenAI or"):

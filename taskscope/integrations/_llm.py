@@ -61,6 +61,11 @@ class SDKTypes:
     stream: type
     async_stream: type
     omitted: tuple[type, ...]  # the SDK's "argument not given" sentinels
+    # The same as a set, for the check on every call that none was passed (exact types).
+    omitted_types: frozenset[type] = frozenset()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "omitted_types", frozenset(self.omitted))
 
 
 class Instrumentation:
@@ -223,13 +228,17 @@ class Call:
                 send, usage_added = operation.prepare_stream(kwargs)
             captured = None
             if options.capture_input:
-                omitted = types.omitted
-                request = {
-                    key: value
-                    for key, value in kwargs.items()
-                    if key not in _NOT_INPUT and not isinstance(value, omitted)
-                }
-                captured = settings.capturer.value(request)
+                request = kwargs  # the capture copies it
+                if not _NOT_INPUT.isdisjoint(kwargs) or not types.omitted_types.isdisjoint(
+                    map(type, kwargs.values())
+                ):
+                    omitted = types.omitted
+                    request = {
+                        key: value
+                        for key, value in kwargs.items()
+                        if key not in _NOT_INPUT and not isinstance(value, omitted)
+                    }
+                captured = settings.capturer.tree(request)
             metadata: dict[str, Any] = {
                 "provider": operation.provider,
                 "operation": operation.operation,
