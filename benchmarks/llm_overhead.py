@@ -13,7 +13,8 @@ process's CPU time (every thread's: the pipeline's work for the call is in it, f
 end of each batch). CPU times are not inflated by other programs on the machine; wall time is.
 Then taskscope's own time is timed inside the instrumented calls ("own, inside": the median and
 90th percentile of the time spent in taskscope's code before and after the SDK's, see
-``own_time``), which needs no difference of two noisy medians.
+``own_time``), which needs no difference of two noisy medians. The "A/A" row runs the HTTP case
+with neither client instrumented: what it shows is the measurement's own noise.
 docs/performance.md has the latest figures.
 
     python benchmarks/llm_overhead.py [--rounds 31] [--calls 100]
@@ -98,10 +99,15 @@ def per_call(call: Callable[[], Any], calls: int) -> tuple[float, float, float]:
     )
 
 
-def measure(make: Callable[[], Any], rounds: int, calls: int, **options: bool) -> dict[str, float]:
+def measure(
+    make: Callable[[], Any], rounds: int, calls: int, *, neither: bool = False, **options: bool
+) -> dict[str, float]:
+    """The A/B figures; ``neither``: two plain clients (A/A), the measurement's noise floor."""
     plain_client, recorded_client = make(), make()
     anthropic_sdk = isinstance(plain_client, anthropic.Anthropic)
-    if anthropic_sdk:
+    if neither:
+        plain, recorded = chat(plain_client), chat(recorded_client)
+    elif anthropic_sdk:
         taskscope.instrument_anthropic(recorded_client, **options)
         plain, recorded = message(plain_client), message(recorded_client)
     else:
@@ -123,8 +129,10 @@ def measure(make: Callable[[], Any], rounds: int, calls: int, **options: bool) -
             samples["wall"].append(r[0] - p[0])
             samples["thread"].append(r[1] - p[1])
             samples["cpu"].append(r[2] - p[2])
-        inside = own_time(recorded, rounds * calls // 2)
-    if anthropic_sdk:
+        inside = own_time(recorded, rounds * calls // 2) if not neither else [0.0, 0.0]
+    if neither:
+        pass
+    elif anthropic_sdk:
         taskscope.uninstrument_anthropic(recorded_client)
     else:
         taskscope.uninstrument_openai(recorded_client)
@@ -199,6 +207,7 @@ def main() -> None:
         cases = {
             "fake API over HTTP": measure(over_http, args.rounds, args.calls),
             "Anthropic, fake API over HTTP": measure(anthropic_over_http, args.rounds, args.calls),
+            "A/A: neither instrumented": measure(over_http, args.rounds, args.calls, neither=True),
             "in-process transport": measure(in_process_client, args.rounds, args.calls),
             "in-process, capture_input=False": measure(
                 in_process_client, args.rounds, args.calls, capture_input=False
