@@ -160,23 +160,9 @@ def message_answer(message: Any) -> Answer:
         output,
         model_text(getattr(message, "model", None)),
         model_text(getattr(message, "id", None)),
-        _message_usage(usage) if usage is not None else None,
+        _usage(*_raw_usage(usage)) if usage is not None else None,
     )
 
-
-def _message_usage(usage: Any) -> dict[str, int] | None:
-    """``_usage(*_raw_usage(usage))`` in one call: it runs after every non-streaming call."""
-    inputs = getattr(usage, "input_tokens", None)
-    read = getattr(usage, "cache_read_input_tokens", None)
-    created = getattr(usage, "cache_creation_input_tokens", None)
-    if inputs.__class__ is not int:
-        inputs = count(inputs)
-    if read.__class__ is not int:
-        read = count(read)
-    if created.__class__ is not int:
-        created = count(created)
-    total = None if inputs is None else inputs + (read or 0) + (created or 0)
-    return usage_counts(total, getattr(usage, "output_tokens", None), read, created)
 
 
 class _MessageStream:
