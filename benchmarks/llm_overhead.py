@@ -1,16 +1,18 @@
 """Microseconds instrument_openai adds to a non-streaming chat completion, measured in one run.
 
-Two OpenAI clients of the real SDK make the same call, one instrumented and one not, in
-alternating rounds so that both see the same machine (and two Anthropic clients, a
+Two OpenAI clients of the real SDK make the same call, one instrumented and one not (they swap
+roles every other pair of rounds), in alternating rounds so that both see the same machine (and
+two Anthropic clients, a
 ``messages.create`` each, over HTTP). The OpenAI call is measured twice: against the fake API of
 tests/llm_fake_server.py over real HTTP on 127.0.0.1, served by a process of its own as a
 model's API is (what a user's call looks like, with network noise; the server's work does not
 compete with this process for its interpreter lock), and through an in-process ``MockTransport``
 answering the same JSON (no sockets, so the difference is taskscope's own time, and the
 pipeline's work has no network wait to overlap with). The figure is the median over rounds of
-(instrumented - plain) per call: in wall time, in the calling thread's CPU time, and in the
-process's CPU time (every thread's: the pipeline's work for the call is in it, flushed at the
-end of each batch). CPU times are not inflated by other programs on the machine; wall time is.
+(instrumented - plain) per call (the mean of the two roles' medians): in wall time, in the
+calling thread's CPU time, and in the process's CPU time (every thread's: the pipeline's work
+for the call is in it, flushed at the end of each batch). CPU times are not inflated by other
+programs on the machine; wall time is.
 Then taskscope's own time is timed inside the instrumented calls ("own, inside": the median and
 90th percentile of the time spent in taskscope's code before and after the SDK's, see
 ``own_time``), which needs no difference of two noisy medians. The "A/A" row runs the HTTP case
@@ -71,14 +73,15 @@ def in_process_client() -> openai.OpenAI:
     )
 
 
+# The method is looked up at each call, as user code does: instrumenting patches the class.
 def chat(client: Any) -> Callable[[], Any]:
-    create = client.chat.completions.create
-    return lambda: create(model="gpt-5", messages=MESSAGES)
+    return lambda: client.chat.completions.create(model="gpt-5", messages=MESSAGES)
 
 
 def message(client: Any) -> Callable[[], Any]:
-    create = client.messages.create
-    return lambda: create(model="claude-sonnet-4-5", max_tokens=64, messages=MESSAGES)
+    return lambda: client.messages.create(
+        model="claude-sonnet-4-5", max_tokens=64, messages=MESSAGES
+    )
 
 
 def per_call(call: Callable[[], Any], calls: int) -> tuple[float, float, float]:
@@ -102,41 +105,49 @@ def per_call(call: Callable[[], Any], calls: int) -> tuple[float, float, float]:
 def measure(
     make: Callable[[], Any], rounds: int, calls: int, *, neither: bool = False, **options: bool
 ) -> dict[str, float]:
-    """The A/B figures; ``neither``: two plain clients (A/A), the measurement's noise floor."""
-    plain_client, recorded_client = make(), make()
-    anthropic_sdk = isinstance(plain_client, anthropic.Anthropic)
-    if neither:
-        plain, recorded = chat(plain_client), chat(recorded_client)
-    elif anthropic_sdk:
-        taskscope.instrument_anthropic(recorded_client, **options)
-        plain, recorded = message(plain_client), message(recorded_client)
-    else:
-        taskscope.instrument_openai(recorded_client, **options)
-        plain, recorded = chat(plain_client), chat(recorded_client)
-    samples: dict[str, list[float]] = {
-        key: [] for key in ("plain", "recorded", "wall", "thread", "cpu")
-    }
+    """The A/B figures; ``neither``: two plain clients (A/A), the measurement's noise floor.
+
+    The two clients swap roles every other pair of rounds (the one that records is
+    instrumented, the other not), so a bias of one client's own (its connection, its server
+    thread: the A/A row showed up to ±8 µs of it) counts for and against in equal parts: the
+    figure is the mean of the two roles' medians.
+    """
+    clients = [make(), make()]
+    anthropic_sdk = isinstance(clients[0], anthropic.Anthropic)
+    call = message if anthropic_sdk else chat
+    instrument = taskscope.instrument_anthropic if anthropic_sdk else taskscope.instrument_openai
+    uninstrument = (
+        taskscope.uninstrument_anthropic if anthropic_sdk else taskscope.uninstrument_openai
+    )
+    calls_of = [call(client) for client in clients]
+    kinds = ("plain", "recorded", "wall", "thread", "cpu")
+    samples: list[dict[str, list[float]]] = [{key: [] for key in kinds} for _ in clients]
     with taskscope.run("llm-overhead"):
-        per_call(plain, 20)  # warm both: connections, imports, caches
-        per_call(recorded, 20)
         for index in range(rounds):
+            recorder = (index // 2) % 2  # which client records in this round
+            plain, recorded = calls_of[1 - recorder], calls_of[recorder]
+            if not neither:
+                uninstrument(clients[1 - recorder])
+                instrument(clients[recorder], **options)
+            if index < 2:  # warm both in their role: connections, imports, caches
+                per_call(plain, 20)
+                per_call(recorded, 20)
             if index % 2 == 0:
                 p, r = per_call(plain, calls), per_call(recorded, calls)
             else:
                 r, p = per_call(recorded, calls), per_call(plain, calls)
-            samples["plain"].append(p[0])
-            samples["recorded"].append(r[0])
-            samples["wall"].append(r[0] - p[0])
-            samples["thread"].append(r[1] - p[1])
-            samples["cpu"].append(r[2] - p[2])
-        inside = own_time(recorded, rounds * calls // 2) if not neither else [0.0, 0.0]
-    if neither:
-        pass
-    elif anthropic_sdk:
-        taskscope.uninstrument_anthropic(recorded_client)
-    else:
-        taskscope.uninstrument_openai(recorded_client)
-    result = {key: statistics.median(values) for key, values in samples.items()}
+            taken = samples[recorder]
+            taken["plain"].append(p[0])
+            taken["recorded"].append(r[0])
+            taken["wall"].append(r[0] - p[0])
+            taken["thread"].append(r[1] - p[1])
+            taken["cpu"].append(r[2] - p[2])
+        inside = own_time(calls_of[recorder], rounds * calls // 2) if not neither else [0.0, 0.0]
+    if not neither:
+        uninstrument(clients[recorder])
+    result = {
+        key: statistics.mean(statistics.median(role[key]) for role in samples) for key in kinds
+    }
     result["inside"] = statistics.median(inside)
     result["inside_p90"] = statistics.quantiles(inside, n=10)[-1]
     return result
