@@ -2133,6 +2133,36 @@ use_scope_type(PyObject *module, PyObject *type)
     return PyInstanceMethod_New(run_task_function);
 }
 
+/* Makes current again what was current before token's set, keeping any pending exception;
+ * a token made in another Context goes through reset (_scope.reset_task). */
+static void
+restore_task(PyObject *token, PyObject *task, PyObject *reset)
+{
+    PyObject *type, *error, *traceback;
+    PyErr_Fetch(&type, &error, &traceback);
+    if (PyContextVar_Reset(task_var, token) < 0) {
+        PyErr_Clear();
+        PyObject *done = PyObject_CallFunctionObjArgs(reset, token, task, NULL);
+        if (done == NULL) PyErr_Clear();  /* the body's own outcome goes on */
+        Py_XDECREF(done);
+    }
+    PyErr_Restore(type, error, traceback);
+}
+
+/* Keeps a yielded item (borrowed): a plain one in kept while it has room, others through add.
+ * 0, or -1 with an exception set. */
+static int
+keep_item(PyObject *kept, Py_ssize_t limit, PyObject *add, PyObject *item)
+{
+    if (kept != Py_None && PyList_GET_SIZE(kept) < limit &&
+        (item == Py_None || Py_IS_TYPE(item, &PyLong_Type) || Py_IS_TYPE(item, &PyBool_Type)))
+        return PyList_Append(kept, item);
+    PyObject *done = PyObject_CallOneArg(add, item);
+    if (done == NULL) return -1;
+    Py_DECREF(done);
+    return 0;
+}
+
 /* -- TaskIter: a generator's steps with its task current, for ``yield from`` ---------------- */
 
 /* The generator wrapper (taskscope._generators) delegates to one of these with ``yield from``,
@@ -2176,26 +2206,10 @@ taskiter_step(TaskIter *self, int how, PyObject *value)
         item = PyObject_CallMethodNoArgs(self->generator, s_close);
         break;
     }
-    PyObject *type, *error, *traceback;
-    PyErr_Fetch(&type, &error, &traceback);
-    if (PyContextVar_Reset(task_var, token) < 0) {
-        PyErr_Clear();
-        PyObject *done = PyObject_CallFunctionObjArgs(self->reset, token, self->task, NULL);
-        if (done == NULL) PyErr_Clear();  /* the body's own outcome goes on */
-        Py_XDECREF(done);
-    }
-    PyErr_Restore(type, error, traceback);
+    restore_task(token, self->task, self->reset);
     Py_DECREF(token);
     if (item == NULL || how == STEP_CLOSE) return item;
-    PyObject *kept = self->kept;
-    if (kept != Py_None && PyList_GET_SIZE(kept) < self->limit &&
-        (item == Py_None || Py_IS_TYPE(item, &PyLong_Type) || Py_IS_TYPE(item, &PyBool_Type))) {
-        if (PyList_Append(kept, item) < 0) Py_CLEAR(item);
-        return item;
-    }
-    PyObject *done = PyObject_CallOneArg(self->add, item);
-    if (done == NULL) Py_CLEAR(item);
-    Py_XDECREF(done);
+    if (keep_item(self->kept, self->limit, self->add, item) < 0) Py_CLEAR(item);
     return item;
 }
 
@@ -2703,35 +2717,6 @@ typedef struct {
 } TaskAsyncIter;
 
 enum { DRIVE_SEND, DRIVE_THROW, DRIVE_CLOSE };
-
-/* Makes current again what was current before token's set, keeping any pending exception;
- * a token made in another Context goes through reset (_scope.reset_task). */
-static void
-restore_task(PyObject *token, PyObject *task, PyObject *reset)
-{
-    PyObject *type, *error, *traceback;
-    PyErr_Fetch(&type, &error, &traceback);
-    if (PyContextVar_Reset(task_var, token) < 0) {
-        PyErr_Clear();
-        PyObject *done = PyObject_CallFunctionObjArgs(reset, token, task, NULL);
-        if (done == NULL) PyErr_Clear();  /* the body's own outcome goes on */
-        Py_XDECREF(done);
-    }
-    PyErr_Restore(type, error, traceback);
-}
-
-/* Keeps a yielded item (borrowed) as TaskIter does: 0, or -1 with an exception set. */
-static int
-keep_item(PyObject *kept, Py_ssize_t limit, PyObject *add, PyObject *item)
-{
-    if (kept != Py_None && PyList_GET_SIZE(kept) < limit &&
-        (item == Py_None || Py_IS_TYPE(item, &PyLong_Type) || Py_IS_TYPE(item, &PyBool_Type)))
-        return PyList_Append(kept, item);
-    PyObject *done = PyObject_CallOneArg(add, item);
-    if (done == NULL) return -1;
-    Py_DECREF(done);
-    return 0;
-}
 
 /* The value of the StopIteration being raised (a new reference), which is cleared; NULL with
  * the exception left set when it is something else. */
