@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,3 +54,19 @@ def client(memory: InMemoryExporter) -> taskscope.Client:
     made = taskscope.Client([memory])
     yield made  # type: ignore[misc]
     made.shutdown(timeout=2.0)
+
+
+def task_fields(record: taskscope.TaskRecord) -> dict[str, Any]:
+    """A task record's fields that do not depend on the clock or the id counter."""
+    assert record.end_ns is not None and record.start_ns <= record.end_ns
+    assert record.end_seq is not None and record.seq < record.end_seq
+    error = record.error
+    return {
+        "name": record.name,
+        "status": record.status,
+        "input": record.input,
+        "output": record.output,
+        "error": None if error is None else (error.type, error.message),
+        "metadata": record.metadata,
+        "kind": record.kind,
+    }

@@ -20,28 +20,12 @@ import pytest
 
 import taskscope
 from taskscope import _context
-from taskscope._model import TaskRecord
 from taskscope.testing import Capture
+from tests.conftest import task_fields
 
 speedups = taskscope._accel.speedups
 needs_c = pytest.mark.skipif(speedups is None, reason="the C module is not in use")
 other_var: contextvars.ContextVar[str] = contextvars.ContextVar("other_var", default="unset")
-
-
-def fields(record: TaskRecord) -> dict[str, Any]:
-    """A task record's fields that do not depend on the clock or the id counter."""
-    assert record.end_ns is not None and record.start_ns <= record.end_ns
-    assert record.end_seq is not None and record.seq < record.end_seq
-    error = record.error
-    return {
-        "name": record.name,
-        "status": record.status,
-        "input": record.input,
-        "output": record.output,
-        "error": None if error is None else (error.type, error.message),
-        "metadata": record.metadata,
-        "kind": record.kind,
-    }
 
 
 def current_name() -> str | None:
@@ -76,7 +60,7 @@ def test_items_failure_empty_and_awaits_between_items(taskscope_capture: Capture
 
     assert asyncio.run(main()) == ["item 0", 1, "item 2"]
     base: dict[str, Any] = {"name": "agen.items", "metadata": {}, "kind": "task"}
-    assert [fields(t) for t in taskscope_capture.tasks] == [
+    assert [task_fields(t) for t in taskscope_capture.tasks] == [
         {**base, "status": "completed", "input": {"count": 3, "fail_at": -1},
          "output": ["item 0", 1, "item 2"], "error": None},
         {**base, "status": "failed", "input": {"count": 4, "fail_at": 2},
@@ -123,7 +107,7 @@ def test_nested_tasks_in_the_body_and_the_task_current_only_while_it_runs(
         ("body", "agen.nests"), ("resumed", "agen.nests"), ("consumer", None), ("after", None),
     ]  # fmt: skip
     outer = taskscope_capture.task("agen.nests")
-    assert fields(outer)["output"] == [0, 10]
+    assert task_fields(outer)["output"] == [0, 10]
     leaves = [t for t in taskscope_capture.tasks if t.name == "agen.leaf"]
     assert [(t.parent_id, t.input, t.output, t.status) for t in leaves] == [
         (outer.id, {"n": 0}, 0, "completed"),
@@ -165,7 +149,7 @@ def test_consumer_sets_the_task_var_and_another_variable_between_items(
     assert seen == [("agen.shares", "unset"), ("agen.shares", "from consumer")]
     assert after == [("consumer", "from consumer"), ("consumer", "from body")]
     recorded = taskscope_capture.task("agen.shares")
-    assert fields(recorded)["output"] == ["from body", "from body"]
+    assert task_fields(recorded)["output"] == ["from body", "from body"]
     assert recorded.parent_id == taskscope_capture.task("consumer").id
 
 
@@ -193,7 +177,7 @@ def test_asend_athrow_caught_and_passed_on(taskscope_capture: Capture) -> None:
                 await channel.athrow(TypeError("passed on"))
 
     asyncio.run(main())
-    assert fields(taskscope_capture.task("agen.echo")) == {
+    assert task_fields(taskscope_capture.task("agen.echo")) == {
         "name": "agen.echo",
         "status": "failed",
         "input": {"first": 1},
@@ -238,7 +222,7 @@ def test_closed_mid_stream_ends_once_as_completed_closed_early(
 
     asyncio.run(main())
     assert log == ["cleaned in agen.cleans"]
-    assert fields(taskscope_capture.task("agen.cleans")) == {
+    assert task_fields(taskscope_capture.task("agen.cleans")) == {
         "name": "agen.cleans",
         "status": "completed",
         "input": {"log": []},
@@ -264,7 +248,7 @@ def test_a_body_that_ignores_aclose_fails_its_task(taskscope_capture: Capture) -
                 await stream.aclose()
 
     asyncio.run(main())
-    recorded = fields(taskscope_capture.task("agen.stubborn"))
+    recorded = task_fields(taskscope_capture.task("agen.stubborn"))
     assert (recorded["status"], recorded["output"]) == ("failed", [1])
     assert recorded["error"] == ("RuntimeError", "async generator ignored GeneratorExit")
 
@@ -292,7 +276,7 @@ def test_cancelled_while_the_body_awaits(taskscope_capture: Capture) -> None:
                 await job
 
     asyncio.run(main())
-    recorded = fields(taskscope_capture.task("agen.waits"))
+    recorded = task_fields(taskscope_capture.task("agen.waits"))
     assert (recorded["status"], recorded["output"]) == ("failed", [1])
     assert recorded["error"] is not None and recorded["error"][0].endswith("CancelledError")
 
@@ -349,7 +333,7 @@ def test_stepped_by_hand_the_task_is_current_only_inside_each_send(
 
     contextvars.copy_context().run(inside)
     assert seen == ["agen.by_hand", "agen.by_hand"]
-    recorded = fields(taskscope_capture.task("agen.by_hand"))
+    recorded = task_fields(taskscope_capture.task("agen.by_hand"))
     assert (recorded["status"], recorded["output"], recorded["error"]) == ("completed", [5], None)
 
 

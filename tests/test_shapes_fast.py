@@ -20,25 +20,8 @@ from typing import Any
 import pytest
 
 import taskscope
-from taskscope._model import TaskRecord
 from taskscope.testing import Capture
-
-
-def fields(record: TaskRecord) -> dict[str, Any]:
-    """A task record's fields that do not depend on the clock or the id counter."""
-    assert record.end_ns is not None and record.start_ns <= record.end_ns
-    assert record.end_seq is not None and record.seq < record.end_seq
-    error = record.error
-    return {
-        "name": record.name,
-        "status": record.status,
-        "input": record.input,
-        "output": record.output,
-        "error": None if error is None else (error.type, error.message),
-        "metadata": record.metadata,
-        "kind": record.kind,
-    }
-
+from tests.conftest import task_fields
 
 # -- sync: methods, defaults, keyword arguments ------------------------------------------------
 
@@ -78,7 +61,7 @@ def test_method_defaults_and_keywords_record_bound_arguments(taskscope_capture: 
         assert with_default(1) == "x3"
         assert with_default(1, label="y") == "y3"
         assert with_default(b=0, a=7) == "x7"
-    tasks = [fields(t) for t in taskscope_capture.tasks]
+    tasks = [task_fields(t) for t in taskscope_capture.tasks]
     base: dict[str, Any] = {"status": "completed", "error": None, "metadata": {}, "kind": "task"}
     assert tasks == [
         {**base, "name": "agent.step", "input": {"a": 1, "b": 2, "scale": 1}, "output": 3},
@@ -124,7 +107,7 @@ def test_method_that_raises_fails_its_task_and_raises_unchanged(
     agent = Agent()
     with taskscope.run("shapes"), pytest.raises(ValueError, match="bad 3"):
         agent.fails(3)
-    assert fields(taskscope_capture.task("agent.fails")) == {
+    assert task_fields(taskscope_capture.task("agent.fails")) == {
         "name": "agent.fails",
         "status": "failed",
         "input": {"a": 3},
@@ -172,15 +155,20 @@ def test_with_blocks_nest_and_record_every_field(taskscope_capture: Capture) -> 
         assert taskscope._context.get_current_task() is None
     recorded = {t.name: t for t in taskscope_capture.tasks}
     base: dict[str, Any] = {"status": "completed", "error": None, "metadata": {}, "input": None}
-    assert fields(recorded["outer"]) == {**base, "name": "outer", "output": None, "kind": "task"}
-    assert fields(recorded["inner"]) == {
+    assert task_fields(recorded["outer"]) == {
+        **base,
+        "name": "outer",
+        "output": None,
+        "kind": "task",
+    }
+    assert task_fields(recorded["inner"]) == {
         **base,
         "name": "inner",
         "output": {"answer": 42},
         "kind": "tool",
     }
-    assert fields(recorded["scalar"])["output"] == "done"
-    assert fields(recorded["listed"])["output"] == [1, "two"]
+    assert task_fields(recorded["scalar"])["output"] == "done"
+    assert task_fields(recorded["listed"])["output"] == [1, "two"]
     outer_id = recorded["outer"].id
     assert [recorded[n].parent_id for n in ("inner", "scalar", "listed")] == [outer_id] * 3
     assert recorded["outer"].parent_id is None
@@ -199,7 +187,7 @@ def test_with_block_failure_skip_and_metadata_written_in_the_body(
             tagged.metadata["model"] = "m1"
         with run.task("ended") as ended:
             ended.complete("early")
-    recorded = {t.name: fields(t) for t in taskscope_capture.tasks}
+    recorded = {t.name: task_fields(t) for t in taskscope_capture.tasks}
     assert recorded["fails"]["status"] == "failed"
     assert recorded["fails"]["error"] == ("KeyError", "'missing'")
     assert recorded["skipped"]["status"] == "skipped"
@@ -233,7 +221,7 @@ def test_one_block_object_entered_twice_and_input_metadata_blocks(
     assert len(again) == 2
     assert again[1].parent_id == again[0].id
     assert [t.status for t in again] == ["completed", "completed"]
-    assert fields(taskscope_capture.task("given")) == {
+    assert task_fields(taskscope_capture.task("given")) == {
         "name": "given",
         "status": "completed",
         "input": {"q": 1},
@@ -255,7 +243,7 @@ def test_block_of_a_run_that_is_not_current_and_an_unrecorded_run(
         with unsampled.task("nothing") as nothing:
             assert nothing.status == "running"  # the no-op task
     other.complete()
-    assert fields(taskscope_capture.task("elsewhere"))["status"] == "completed"
+    assert task_fields(taskscope_capture.task("elsewhere"))["status"] == "completed"
     assert taskscope_capture.task("elsewhere").run_id == other.id
     assert "nothing" not in [t.name for t in taskscope_capture.tasks]
 
@@ -279,10 +267,10 @@ def test_async_with_blocks(taskscope_capture: Capture) -> None:
 
     asyncio.run(main())
     recorded = {t.name: t for t in taskscope_capture.tasks}
-    assert fields(recorded["b"])["output"] == 1
+    assert task_fields(recorded["b"])["output"] == 1
     assert recorded["b"].parent_id == recorded["a"].id
-    assert fields(recorded["cancelled"])["status"] == "failed"
-    assert fields(recorded["cancelled"])["error"][0] == "asyncio.exceptions.CancelledError"
+    assert task_fields(recorded["cancelled"])["status"] == "failed"
+    assert task_fields(recorded["cancelled"])["error"][0] == "asyncio.exceptions.CancelledError"
 
 
 def test_block_left_in_another_context(taskscope_capture: Capture) -> None:
@@ -297,7 +285,7 @@ def test_block_left_in_another_context(taskscope_capture: Capture) -> None:
     leaving.run(block.__exit__, None, None, None)
     run.complete()
     assert task.status == "completed"
-    assert fields(taskscope_capture.task("moved"))["status"] == "completed"
+    assert task_fields(taskscope_capture.task("moved"))["status"] == "completed"
     assert taskscope._context.get_current_run() is None
 
 
@@ -331,7 +319,7 @@ def test_async_functions_record_inputs_outputs_and_failures(taskscope_capture: C
                 await coro_fails(5)
 
     asyncio.run(main())
-    recorded = [fields(t) for t in taskscope_capture.tasks if t.name != "parent"]
+    recorded = [task_fields(t) for t in taskscope_capture.tasks if t.name != "parent"]
     base: dict[str, Any] = {"error": None, "metadata": {}, "kind": "task"}
     assert recorded == [
         {**base, "name": "coro.add", "status": "completed", "input": {"a": 1, "b": 10},
@@ -361,7 +349,7 @@ def test_async_function_cancelled_and_closed_while_pending(taskscope_capture: Ca
                 await pending
 
     asyncio.run(main())
-    cancelled = fields(taskscope_capture.task("coro.waits"))
+    cancelled = task_fields(taskscope_capture.task("coro.waits"))
     assert cancelled["status"] == "failed"
     assert cancelled["error"][0] == "asyncio.exceptions.CancelledError"
 
@@ -411,7 +399,7 @@ def test_generator_items_return_value_and_failure(taskscope_capture: Capture) ->
         with pytest.raises(ValueError, match="at 2"):
             list(produce(4, fail_at=2))
         assert list(produce(0)) == []
-    recorded = [fields(t) for t in taskscope_capture.tasks]
+    recorded = [task_fields(t) for t in taskscope_capture.tasks]
     base: dict[str, Any] = {"name": "gen.items", "metadata": {}, "kind": "task"}
     assert recorded == [
         {**base, "status": "completed", "input": {"count": 3, "fail_at": -1},
@@ -437,7 +425,7 @@ def test_generator_send_throw_and_close(taskscope_capture: Capture) -> None:
         closing.send(7)
         closing.close()
     first, second = taskscope_capture.tasks
-    assert fields(first) == {
+    assert task_fields(first) == {
         "name": "gen.echo",
         "status": "failed",
         "input": {},
@@ -446,9 +434,9 @@ def test_generator_send_throw_and_close(taskscope_capture: Capture) -> None:
         "metadata": {},
         "kind": "task",
     }
-    assert fields(second)["status"] == "completed"
-    assert fields(second)["output"] == [None, 7]
-    assert fields(second)["metadata"] == {"closed_early": True}
+    assert task_fields(second)["status"] == "completed"
+    assert task_fields(second)["output"] == [None, 7]
+    assert task_fields(second)["metadata"] == {"closed_early": True}
 
 
 def test_generator_task_is_current_inside_each_step_only(taskscope_capture: Capture) -> None:
@@ -466,7 +454,7 @@ def test_generator_task_is_current_inside_each_step_only(taskscope_capture: Capt
             current = taskscope._context.get_current_task()
             seen.append(current.name if current is not None else None)
     assert seen == ["gen.sees", None, "gen.sees", None]
-    assert fields(taskscope_capture.task("gen.sees"))["output"] == [0, 1]
+    assert task_fields(taskscope_capture.task("gen.sees"))["output"] == [0, 1]
 
 
 def test_generator_iterated_in_another_thread_and_garbage_collected(
@@ -490,8 +478,8 @@ def test_generator_iterated_in_another_thread_and_garbage_collected(
     gc.collect()
     assert runs_seen == [["item 0", 1], None]
     recorded = [t for t in taskscope_capture.tasks if t.name == "gen.items"]
-    assert [fields(t)["output"] for t in recorded] == [["item 0"], ["item 0", 1]] or [
-        fields(t)["output"] for t in recorded
+    assert [task_fields(t)["output"] for t in recorded] == [["item 0"], ["item 0", 1]] or [
+        task_fields(t)["output"] for t in recorded
     ] == [["item 0", 1], ["item 0"]]
     assert {t.run_id for t in recorded} == {run.id}
     closed = next(t for t in recorded if t.output == ["item 0"])
@@ -531,7 +519,7 @@ def test_c_primitives_refuse_wrong_calls_and_leave_other_endings_to_python(
     assert speedups.end_task(run, task, 3) is False  # already ended
     assert speedups.end_task(run, object(), 3) is False  # not a task handle
     run.complete()
-    assert fields(taskscope_capture.task("primitive")) == {
+    assert task_fields(taskscope_capture.task("primitive")) == {
         "name": "primitive",
         "status": "completed",
         "input": {"q": 1},
@@ -580,7 +568,7 @@ def test_more_positional_arguments_than_parameters_fail_as_the_function_does(
         with_default(1)  # the first call of the run learns the capturer
         with pytest.raises(TypeError):
             with_default(1, 2, "x", 4)  # type: ignore[call-arg]
-    recorded = fields(taskscope_capture.tasks[1])
+    recorded = task_fields(taskscope_capture.tasks[1])
     assert recorded["status"] == "failed"
     assert recorded["input"] == {"a": 1, "b": 2, "label": "x", "args": [4]}
     assert recorded["error"] is not None and recorded["error"][0] == "TypeError"
@@ -592,8 +580,8 @@ def test_blocks_with_metadata_and_in_a_current_unsampled_run(taskscope_capture: 
             pass
         with run.task("meta", metadata={"m": 1}):
             pass
-    assert fields(taskscope_capture.task("empty"))["metadata"] == {}
-    assert fields(taskscope_capture.task("meta"))["metadata"] == {"m": 1}
+    assert task_fields(taskscope_capture.task("empty"))["metadata"] == {}
+    assert task_fields(taskscope_capture.task("meta"))["metadata"] == {"m": 1}
 
     unsampled = taskscope.Client([], sample_rate=0.0).start_run(name="off")
 
@@ -635,7 +623,7 @@ def test_async_generator_send_throw_close_and_failure(taskscope_capture: Capture
 
     asyncio.run(main())
     closed, failed, bounded = taskscope_capture.tasks
-    assert fields(closed) == {
+    assert task_fields(closed) == {
         "name": "agen.echo",
         "status": "completed",
         "input": {"first": 1},
@@ -644,10 +632,10 @@ def test_async_generator_send_throw_close_and_failure(taskscope_capture: Capture
         "metadata": {"closed_early": True},
         "kind": "task",
     }
-    assert fields(failed)["status"] == "failed"
-    assert fields(failed)["output"] == [2]
-    assert fields(failed)["error"] == ("RuntimeError", "stopped")
-    assert fields(bounded)["output"] == [3]
+    assert task_fields(failed)["status"] == "failed"
+    assert task_fields(failed)["output"] == [2]
+    assert task_fields(failed)["error"] == ("RuntimeError", "stopped")
+    assert task_fields(bounded)["output"] == [3]
 
 
 async def _bounded(source: AsyncGenerator[Any, Any]) -> AsyncGenerator[Any, None]:
@@ -680,7 +668,7 @@ def test_c_async_block_awaitables_work_when_iterated_by_hand(taskscope_capture: 
 
     contextvars.copy_context().run(inside)
     run.complete()
-    assert fields(taskscope_capture.task("by-hand"))["status"] == "completed"
+    assert task_fields(taskscope_capture.task("by-hand"))["status"] == "completed"
 
 
 @needs_c
@@ -691,7 +679,7 @@ def test_c_end_task_takes_an_already_captured_output(taskscope_capture: Capture)
     assert speedups.end_task(run, task, ["kept", 1], True) is True
     assert speedups.end_task(run, task, ["again"], True) is False
     run.complete()
-    assert fields(taskscope_capture.task("captured"))["output"] == ["kept", 1]
+    assert task_fields(taskscope_capture.task("captured"))["output"] == ["kept", 1]
 
 
 @taskscope.task("coro.catches")
@@ -714,7 +702,7 @@ def test_async_function_that_catches_what_is_thrown_in(taskscope_capture: Captur
         with pytest.raises(StopIteration) as stop:
             coroutine.throw(LookupError("second"))  # caught: returns
         assert stop.value.value == "caught twice"
-    assert fields(taskscope_capture.task("coro.catches")) == {
+    assert task_fields(taskscope_capture.task("coro.catches")) == {
         "name": "coro.catches",
         "status": "completed",
         "input": {},
@@ -738,7 +726,7 @@ def test_async_function_whose_close_raises_fails_its_task(taskscope_capture: Cap
         coroutine.send(None)
         with pytest.raises(ValueError, match="cleanup failed"):
             coroutine.close()
-    recorded = fields(taskscope_capture.task("coro.stubborn"))
+    recorded = task_fields(taskscope_capture.task("coro.stubborn"))
     assert recorded["status"] == "failed"
     assert recorded["error"] == ("ValueError", "cleanup failed")
 
@@ -798,7 +786,7 @@ def test_c_await_task_driven_by_hand(taskscope_capture: Capture) -> None:
     assert finished == [[1]]  # a list is ended the Python way (here, by the test's finish)
     stepped_record, plain_record = taskscope_capture.tasks
     assert (stepped_record.name, stepped_record.input) == ("by-hand", {"v": 1})
-    assert fields(plain_record) == {
+    assert task_fields(plain_record) == {
         "name": "by-hand",
         "status": "completed",
         "input": None,
@@ -824,7 +812,7 @@ def test_async_function_resumed_in_another_context(taskscope_capture: Capture) -
         with pytest.raises(StopIteration) as stop:
             contextvars.copy_context().run(coroutine.send, None)
         assert stop.value.value == 5
-    assert fields(taskscope_capture.task("coro.moves")) == {
+    assert task_fields(taskscope_capture.task("coro.moves")) == {
         "name": "coro.moves",
         "status": "completed",
         "input": {},

@@ -18,26 +18,15 @@ from taskscope import StateError
 from taskscope._model import EventRecord, TaskRecord
 from taskscope._settings import settings
 from taskscope.testing import Capture
+from tests.conftest import task_fields
 
 speedups = taskscope._accel.speedups
 needs_c = pytest.mark.skipif(speedups is None, reason="the C module is not in use")
 
 
 def fields(record: TaskRecord) -> dict[str, Any]:
-    """A task record's fields that do not depend on the clock or the id counter."""
-    assert record.end_ns is not None and record.start_ns <= record.end_ns
-    assert record.end_seq is not None and record.seq < record.end_seq
-    error = record.error
-    return {
-        "name": record.name,
-        "status": record.status,
-        "input": record.input,
-        "output": record.output,
-        "error": None if error is None else (error.type, error.message),
-        "metadata": record.metadata,
-        "kind": record.kind,
-        "parent_id": record.parent_id,
-    }
+    """``task_fields`` and the parent: manual tasks choose theirs."""
+    return {**task_fields(record), "parent_id": record.parent_id}
 
 
 def event_fields(record: EventRecord) -> dict[str, Any]:

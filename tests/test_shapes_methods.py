@@ -24,23 +24,9 @@ from taskscope import _binding
 from taskscope._model import TaskRecord
 from taskscope.exporters import InMemoryExporter, OTelExporter
 from taskscope.testing import Capture
+from tests.conftest import task_fields
 
 speedups = taskscope._accel.speedups
-
-
-def fields(record: TaskRecord) -> dict[str, Any]:
-    """A task record's fields that do not depend on the clock or the id counter."""
-    assert record.end_ns is not None and record.start_ns <= record.end_ns
-    error = record.error
-    return {
-        "name": record.name,
-        "status": record.status,
-        "input": record.input,
-        "output": record.output,
-        "error": None if error is None else (error.type, error.message),
-        "metadata": record.metadata,
-        "kind": record.kind,
-    }
 
 
 def done(name: str, input: Any, output: Any, kind: str = "task") -> dict[str, Any]:
@@ -137,35 +123,35 @@ def test_methods_record_their_arguments_without_self(taskscope_capture: Capture)
     by_name: dict[str, list[TaskRecord]] = {}
     for record in tasks:
         by_name.setdefault(record.name, []).append(record)
-    prices = [fields(t) for t in by_name["shop.price"]]
+    prices = [task_fields(t) for t in by_name["shop.price"]]
     assert prices[:4] == [
         done("shop.price", {"amount": 3, "tax": 1}, 7),
         done("shop.price", {"amount": 3, "tax": 5}, 11),
         done("shop.price", {"amount": 4, "tax": 0}, 8),
         done("shop.price", {"amount": 1, "tax": 2}, 4),
     ]
-    assert fields(by_name["shop.spread"][0]) == done(
+    assert task_fields(by_name["shop.spread"][0]) == done(
         "shop.spread", {"amounts": [1, 2], "extra": {"x": 3}}, 4
     )
-    assert [fields(t) for t in by_name["shop.make"]] == [
+    assert [task_fields(t) for t in by_name["shop.make"]] == [
         done("shop.make", {"name": "x"}, "Shop:x"),
         done("shop.make", {"name": "y"}, "Shop:y"),
     ]
-    assert [fields(t) for t in by_name["shop.static"]] == [
+    assert [task_fields(t) for t in by_name["shop.static"]] == [
         done("shop.static", {"amount": 1}, 2),
         done("shop.static", {"amount": 2}, 3),
     ]
     nested = by_name["shop.nested"][0]
     inner = by_name["shop.price"][4]
-    assert fields(nested) == done("shop.nested", {"amount": 1}, 4)
-    assert fields(inner) == done("shop.price", {"amount": 1, "tax": 1}, 3)
+    assert task_fields(nested) == done("shop.nested", {"amount": 1}, 4)
+    assert task_fields(inner) == done("shop.price", {"amount": 1, "tax": 1}, 3)
     assert inner.parent_id == nested.id
     outlet = by_name["outlet.price"][0]
     via_super = by_name["shop.price"][5]
-    assert fields(outlet) == done("outlet.price", {"amount": 2, "tax": 0}, 3)
-    assert fields(via_super) == done("shop.price", {"amount": 2, "tax": 0}, 4)
+    assert task_fields(outlet) == done("outlet.price", {"amount": 2, "tax": 0}, 3)
+    assert task_fields(via_super) == done("shop.price", {"amount": 2, "tax": 0}, 4)
     assert via_super.parent_id == outlet.id
-    assert fields(by_name["shop.fails"][0]) == {
+    assert task_fields(by_name["shop.fails"][0]) == {
         "name": "shop.fails",
         "status": "failed",
         "input": {"amount": 9},
@@ -183,7 +169,9 @@ def test_method_outside_a_run_opens_one_or_passes_through(taskscope_capture: Cap
     (task,) = taskscope_capture.tasks
     assert run.name == "shop.price" and run.input == {"amount": 2, "tax": 1}
     assert run.output == 5 and run.status == "completed"
-    assert task.run_id == run.id and fields(task) == done("shop.price", {"amount": 2, "tax": 1}, 5)
+    assert task.run_id == run.id and task_fields(task) == done(
+        "shop.price", {"amount": 2, "tax": 1}, 5
+    )
     taskscope.configure(auto_run=False)
     assert shop.price(3) == 7
     assert len(taskscope_capture.runs) == 1 and len(taskscope_capture.tasks) == 1
@@ -296,4 +284,4 @@ def test_c_method_twin_reads_as_the_function_and_refuses_wrong_construction(
     with taskscope.run("twin"):
         assert twin(Shop("x"), amount=2, tax=3) == 7
     (task,) = taskscope_capture.tasks
-    assert fields(task) == done("shop.price", {"amount": 2, "tax": 3}, 7)
+    assert task_fields(task) == done("shop.price", {"amount": 2, "tax": 3}, 7)
