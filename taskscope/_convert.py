@@ -44,8 +44,8 @@ __all__ = [  # the codes, for the modules that import them from here
 ]
 
 # The ops' layouts are in taskscope._ops (the codes are re-exported here, where they were
-# first). The C hot path also queues a task handle on its own as its start op, and may mark
-# that op as the task's end too (see _speedups.c); only the C dispatcher sees those.
+# first). A task's start is queued as the bare handle, which end_completed (taskscope._task,
+# and its C twin) may mark as the task's end too.
 _ENDS = (TASK_END, TASK_END_RAW)
 
 
@@ -69,7 +69,7 @@ def _next_seq(run: Run) -> int:
     return seq
 
 
-def convert_until_control(ops: list[tuple[Any, ...]], start: int) -> tuple[list[Record], int]:
+def convert_until_control(ops: list[Any], start: int) -> tuple[list[Record], int]:
     """The records of ``ops[start:stop]``, ``stop`` being the index of the next control op
     (or ``len(ops)``): the control op runs between the records before and after it."""
     capturer = settings.capturer
@@ -87,16 +87,16 @@ def convert_until_control(ops: list[tuple[Any, ...]], start: int) -> tuple[list[
         )
     stop = start
     length = len(ops)
-    while stop < length and ops[stop][CODE] != CONTROL:
+    while stop < length and not (type(ops[stop]) is tuple and ops[stop][CODE] == CONTROL):
         stop += 1
     return convert(ops[start:stop] if start or stop < length else ops), stop
 
 
-def convert(ops: list[tuple[Any, ...]]) -> list[Record]:
+def convert(ops: list[Any]) -> list[Record]:
     """Records for a run of ops with no control op among them, in order."""
     ended: dict[Any, tuple[Any, ...]] = {}
     for op in ops:
-        if op[CODE] in _ENDS:
+        if type(op) is tuple and op[CODE] in _ENDS:
             ended[op[SUBJECT]] = op
     collapsed: dict[Any, TaskRecord] = {}
     records: list[Record] = []
@@ -105,9 +105,15 @@ def convert(ops: list[tuple[Any, ...]]) -> list[Record]:
     prefix = _ids.current_prefix()
     for op in ops:
         try:
-            code = op[CODE]
+            if type(op) is not tuple:  # a task's start as the bare handle (see _ops)
+                if op._done:  # marked as its end too
+                    append(_done_task(op, prefix, capture))
+                    continue
+                code, subject = TASK_START, op
+            else:
+                code, subject = op[CODE], op[SUBJECT]
             if code == TASK_START:
-                task = op[SUBJECT]
+                task = subject
                 run = task.run
                 seq = task._seq = run._seq
                 run._seq = seq + 1
@@ -153,6 +159,18 @@ def convert(ops: list[tuple[Any, ...]]) -> list[Record]:
         except Exception:
             internal_error("convert")
     return records
+
+
+def _done_task(task: Any, prefix: str, capture: Any) -> TaskRecord:
+    """The one record of a task whose start op was marked as its end (end_completed)."""
+    run = task.run
+    seq = task._seq = run._seq
+    run._seq = seq + 2
+    end = (task._done, task, "completed", task._end_output, None, task._end_ns, None)
+    task._done, task._end_output = 0, None
+    record = _task(task, run, end, seq, prefix, capture)
+    record.end_seq = seq + 1
+    return record
 
 
 def _task(

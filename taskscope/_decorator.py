@@ -14,7 +14,6 @@ the tests hold it to) next to its general road, so the two can be read against e
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast, overload
 
@@ -23,7 +22,6 @@ from ._binding import UNBOUND
 from ._capture import IMMUTABLE_SCALARS
 from ._client import NOOP_RUN, NOOP_TASK, Run, Task
 from ._config import settings
-from ._convert import TASK_END_RAW, TASK_START
 from ._generators import async_generator_wrapper, generator_wrapper
 from ._internal import internal_error, warn_once
 from ._scope import (
@@ -42,10 +40,10 @@ from ._scope import (
     start_task,
 )
 from ._spec import Opener, Spec, callable_kind, with_tags
+from ._task import end_completed
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_time_ns = time.time_ns
 _get_task = _context.get_current_task
 _get_run = _context.get_current_run
 _set_task = _context.current_task_var.set
@@ -126,7 +124,7 @@ def _sync_task_wrapper(spec: Spec) -> Callable[..., Any]:
             task = Task(
                 run, parent, name, captured, dict(metadata) if metadata else None, kind, True
             )
-            run._put((TASK_START, task))
+            run._put(task)  # its start op: the bare handle, as the C road queues it
         except Exception:
             internal_error("task-start")
             return wrapped(*args, **kwargs)
@@ -148,8 +146,7 @@ def _sync_task_wrapper(spec: Spec) -> Callable[..., Any]:
                 and task._metadata is None
             ):
                 # Completed with a scalar: handed over as it is, captured off this thread.
-                task.status = "completed"
-                run._put((TASK_END_RAW, task, "completed", result, None, _time_ns(), None))
+                end_completed(run, task, result, True)
             else:
                 task._finish_managed(spec.task_output(task, result))
         except Exception:

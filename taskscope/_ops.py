@@ -10,7 +10,7 @@ code                           tuple
 =============================  ==============================================================
 ``RUN_START``                  ``(code, run)``
 ``RUN_END``                    ``(code, run, status, output, error, usage, end_ns)``
-``TASK_START``                 ``(code, task)`` (the C hot path queues the bare task instead)
+``TASK_START``                 ``(code, task)``, or the bare task (see below)
 ``TASK_END``, ``TASK_END_RAW`` ``(code, task, status, output, error, end_ns, metadata)``
 ``EVENT``                      ``(code, run, task, type, level, payload, occurred_ns, number)``
 ``CONTROL``                    ``(code, action)``
@@ -19,6 +19,10 @@ code                           tuple
 ``TASK_END_RAW`` is a task end whose output (an immutable scalar from the hot path, or a value
 taskscope built, such as a model's answer) and metadata, if any, are not yet captured: the
 dispatcher captures them. ``error`` is an ``ErrorInfo`` or a ``PendingError``.
+
+A task's start is queued as the bare task handle, not a tuple. When the task completes while
+that op is still the intake's last, ``end_completed`` (taskscope._task, and its C twin) marks
+the op as the end too instead of queuing an end op: a leaf task costs one op.
 
 Plain tuples, not named ones: an op is made on the caller's thread for every call, and a
 tuple is the cheapest object to build and unpack. Code that reads one field uses the index

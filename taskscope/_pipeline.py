@@ -39,7 +39,15 @@ from ._ops import (
     TASK_END_RAW,
     TASK_START,
 )
-from ._queues import Barrier, BoundedQueue, IntakeLike, is_low_op, make_intake, start_thread
+from ._queues import (
+    Barrier,
+    BoundedQueue,
+    Intake,
+    IntakeLike,
+    is_low_op,
+    make_intake,
+    start_thread,
+)
 
 if TYPE_CHECKING:
     from .exporters._base import Exporter
@@ -119,6 +127,8 @@ class Pipeline:
         self._wake = threading.Event()
         self._wake_at = min(self.max_batch_size, self.max_queue_size)
         self.put.items = self._items
+        if isinstance(self.put, Intake):  # the Python twin marks ends under the take's lock
+            self.put.lock = self._intake.lock
         self.put.wake_at = self._wake_at
         self._closed = False
         self._late = 0  # records made after the pipeline closed: dropped

@@ -132,13 +132,13 @@ class IntakeLike(Protocol):
     maxsize: int
     wake_at: int
 
-    def __call__(self, op: tuple[Any, ...], /) -> None: ...
+    def __call__(self, op: Any, /) -> None: ...  # a tuple, or a task handle (its start)
 
 
 class Intake:
     """The caller's side of the intake; ``taskscope._speedups.Intake`` is its C twin."""
 
-    __slots__ = ("items", "maxsize", "on_full", "on_wake", "wake_at")
+    __slots__ = ("items", "lock", "maxsize", "on_full", "on_wake", "wake_at")
 
     def __init__(
         self,
@@ -153,8 +153,22 @@ class Intake:
         self.wake_at = wake_at
         self.on_wake = on_wake
         self.on_full = on_full
+        self.lock = threading.Lock()  # the dispatcher's, once the pipeline hands it over
 
-    def __call__(self, op: tuple[Any, ...]) -> None:
+    def end_in_start(self, task: Any, output: Any, end_ns: int, code: int) -> bool:
+        """Make ``task``'s queued start op (the bare handle) its end too, if it is still the
+        last op: True. Under the lock the dispatcher takes ops with, so the op cannot be taken
+        between the look and the marking; what is queued after it does not matter."""
+        with self.lock:
+            items = self.items
+            if not items or items[-1] is not task:
+                return False
+            task._end_output = output
+            task._end_ns = end_ns
+            task._done = code
+            return True
+
+    def __call__(self, op: Any) -> None:
         items = self.items
         if len(items) < self.maxsize:
             items.append(op)

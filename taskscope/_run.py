@@ -19,7 +19,7 @@ from ._errors import StateError
 from ._internal import internal_error, warn_once
 from ._model import LEVELS, ErrorInfo
 from ._open_work import foreign_seq_base, open_runs
-from ._ops import EVENT, RUN_END, TASK_START
+from ._ops import EVENT, RUN_END
 from ._settings import settings
 from ._span import Span
 from ._task import Task, captured_metadata, check_name, ending, error_from, usage_counts
@@ -183,7 +183,7 @@ class Run:
             parent = self._parent_for_new_task()
         meta = captured_metadata(metadata) if metadata else None
         task = Task(self, parent, name, captured_input, meta, kind, managed)
-        self._put((TASK_START, task))
+        self._put(task)  # its start op: the bare handle (see taskscope._ops)
         if self._live:
             task._live = _live.start(self.client._live, task)
         return task

@@ -27,9 +27,9 @@ from . import _accel, _context, _live
 from ._capture import IMMUTABLE_SCALARS
 from ._client import NOOP_RUN, NOOP_TASK, Run, Task, check_name
 from ._config import default_client, settings
-from ._convert import TASK_END, TASK_END_RAW, TASK_START
 from ._internal import internal_error, warn_once
 from ._model import ErrorInfo
+from ._task import end_completed
 
 _set_task = _context.current_task_var.set
 _reset_task = _context.current_task_var.reset
@@ -43,7 +43,7 @@ def _start_task(
 ) -> Task:
     """A managed task started in ``run`` and queued (``metadata`` already a fresh dict)."""
     task = Task(run, parent, name, captured_input, metadata, kind, True)
-    run._put((TASK_START, task))
+    run._put(task)  # its start op: the bare handle, as the C road queues it
     return task
 
 
@@ -58,12 +58,10 @@ def _end_task(run: Run, task: Task, result: Any, captured: bool = False) -> bool
     if task.status != "running" or task._skip_reason is not None or task._metadata is not None:
         return False
     if captured:
-        task.status = "completed"
-        run._put((TASK_END, task, "completed", result, None, _time_ns(), None))
+        end_completed(run, task, result, False)
         return True
     if type(result) in IMMUTABLE_SCALARS:
-        task.status = "completed"
-        run._put((TASK_END_RAW, task, "completed", result, None, _time_ns(), None))
+        end_completed(run, task, result, True)
         return True
     return False
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import _accel, _ids, _live
+from ._capture import IMMUTABLE_SCALARS
 from ._convert import PendingError
 from ._errorinfo import exception_message, exception_type_name
 from ._errors import StateError
@@ -20,6 +21,7 @@ from ._internal import internal_error
 from ._live import Ending
 from ._model import ErrorInfo
 from ._ops import TASK_END, TASK_END_RAW
+from ._queues import Intake
 from ._settings import settings
 
 if TYPE_CHECKING:
@@ -49,6 +51,11 @@ class _PyTaskFields:
     _managed = False
     _live: Any = ()  # (live exporter, its state) pairs, when the client has live exporters
     _seq: int  # the position of its start in the run's stream; set by the dispatcher
+    # Set by end_completed when the task's start op (the bare handle) was still queued: that
+    # op is its end too. _done is then the end's code (TASK_END, or TASK_END_RAW: not captured).
+    _done = 0
+    _end_output: Any = None
+    _end_ns = 0
 
 
 if TYPE_CHECKING:
@@ -132,13 +139,17 @@ class Task(_TaskFields):
     def complete(self, output: Any = None) -> None:
         """End the task as completed with ``output``."""
         self._check_open("complete")
-        if (
-            _end_task is not None
-            and self.__class__ is Task  # a subclass may end differently (_noop, _propagation)
-            and not self._live
-            and _end_task(self.run, self, output)
-        ):
-            return  # a scalar or small flat dict, with no metadata of its own: ended in C
+        if self.__class__ is Task and not self._live:  # a subclass may end differently
+            if _end_task is not None:
+                if _end_task(self.run, self, output):
+                    return  # a scalar or small flat dict, with no metadata of its own: in C
+            elif (
+                type(output) in IMMUTABLE_SCALARS
+                and self._metadata is None
+                and self._skip_reason is None
+            ):
+                end_completed(self.run, self, output, True)  # captured by the dispatcher
+                return
         self._end("completed", settings.capturer.value(output), None)
 
     def fail(
@@ -224,6 +235,23 @@ class Task(_TaskFields):
             self._end("failed", output, PendingError(exc, exception_message(exc)))
         except Exception:
             internal_error("task-fail")
+
+
+def end_completed(run: Run, task: Task, output: Any, raw: bool) -> None:
+    """End ``task`` as completed with ``output`` (``raw``: not captured yet, the dispatcher
+    captures it); the Python twin of ``end_completed`` in _speedups.c.
+
+    When the task's start is still the last op in the intake (nothing was recorded since, by
+    any thread), that op becomes its end too: a leaf task costs one op and no tuple.
+    """
+    task.status = "completed"
+    end_ns = _time_ns()
+    code = TASK_END_RAW if raw else TASK_END
+    put = run._put
+    if type(put) is Intake and put.end_in_start(task, output, end_ns, code):
+        return
+    # an op: its fields, in the order taskscope._ops gives
+    put((code, task, "completed", output, None, end_ns, None))
 
 
 def check_name(name: object, call: str) -> None:

@@ -39,7 +39,7 @@ def test_the_manual_api_queues_ops_in_the_documented_layout(client: taskscope.Cl
     broken.fail("it broke")
     run.complete("done", usage={"input_tokens": 7})
 
-    # The C road queues a task's start as the bare handle (see taskscope._ops): its tuple.
+    # A task's start is queued as the bare handle (see taskscope._ops): read as its tuple.
     ops = [op if isinstance(op, tuple) else (_ops.TASK_START, op) for op in ops]
     codes = [op[_ops.CODE] for op in ops]
     assert codes == [
