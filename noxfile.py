@@ -67,6 +67,17 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def bench_instructions(session: nox.Session) -> None:
+    """Every call shape's overhead in CPU instructions under valgrind: the same on every run,
+    so a change's effect can be read on a shared machine (on demand; needs valgrind)."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/instructions.py", *session.posargs)
+    session.run(
+        "python", "benchmarks/instructions.py", *session.posargs, env={"TASKSCOPE_PURE_PYTHON": "1"}
+    )
+
+
+@nox.session(python="3.11")
 def otel_e2e(session: nox.Session) -> None:
     """examples/otel_phoenix.py into a real Arize Phoenix, spans read back and checked."""
     session.install("-e", ".[otel,openai]", "arize-phoenix")

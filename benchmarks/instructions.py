@@ -88,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--jobs", type=int, default=2, help="children under valgrind at once")
     parser.add_argument("--only", default="", help="only shapes whose name contains this")
-    parser.add_argument("--child", nargs=3, metavar=("SHAPE", "KIND", "CALLS"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", nargs=3, metavar=("SHAPE", "KIND", "CALLS"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.child:
         child(args.child[0], args.child[1], int(args.child[2]))

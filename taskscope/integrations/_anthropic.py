@@ -164,7 +164,6 @@ def message_answer(message: Any) -> Answer:
     )
 
 
-
 class _MessageStream:
     """Message stream events: blocks assembled from deltas, usage from start and last delta."""
 
