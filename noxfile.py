@@ -19,8 +19,9 @@ def tests(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6")
-    session.run("ruff", "check", "taskscope", "tests", "examples", "noxfile.py")
-    session.run("ruff", "format", "--check", "taskscope", "tests", "examples", "noxfile.py")
+    paths = ("taskscope", "tests", "examples", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", *paths)
+    session.run("ruff", "format", "--check", *paths)
 
 
 @nox.session(python="3.11")
